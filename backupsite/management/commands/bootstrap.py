@@ -1,0 +1,49 @@
+"""First-run setup: the default datastore and the first administrator.
+
+Safe to run at every start: it only creates what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+
+from backupsite.models import AuditEvent
+from storage.models import Datastore
+
+
+class Command(BaseCommand):
+    help = "Create the default datastore and the first administrator when they are missing."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--admin-username", default=os.environ.get("ADMIN_USERNAME", "admin"))
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        settings.BACKUPSITE_DATA_DIR.mkdir(parents=True, exist_ok=True)
+        if not Datastore.objects.exists():
+            path = settings.BACKUPSITE_DATA_DIR / "datastore"
+            datastore = Datastore.objects.create(name="Default", path=str(path))
+            datastore.open_engine()
+            AuditEvent.record("datastore.create", obj=datastore, path=str(path))
+            self.stdout.write(f"Created datastore 'Default' at {path}")
+
+        users = get_user_model()
+        if not users.objects.filter(is_superuser=True).exists():
+            username = options["admin_username"]
+            password = os.environ.get("ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+            admin = users.objects.create_superuser(username=username, email="", password=password)
+            AuditEvent.record("user.create", obj=admin, role="Administrator")
+            if os.environ.get("ADMIN_PASSWORD"):
+                self.stdout.write(f"Created administrator '{username}' with the password from ADMIN_PASSWORD.")
+            else:
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"Created administrator '{username}' with one-time password: {password}\n"
+                        "It is shown only now; change it after signing in (manage.py changepassword)."
+                    )
+                )

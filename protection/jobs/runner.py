@@ -1,0 +1,121 @@
+"""Runs one Job row: state, lock, handler, outcome. The django-q2 task entry point."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from datetime import timedelta
+
+from django.utils import timezone
+
+from protection.jobs.context import JobCancelled, JobContext
+from protection.jobs.registry import get_handler
+from protection.models import Job, JobState, VMLock
+
+logger = logging.getLogger(__name__)
+LOCK_RETRY_DELAY = timedelta(seconds=30)
+
+
+def run_job(job_id: int) -> str:
+    """Claim a queued job, run its handler, and record how it ended."""
+    # Importing the handler modules registers them; done here so a worker that
+    # only imports this module still knows every kind.
+    from protection.jobs import handlers  # noqa: F401
+
+    now = timezone.now()
+    claimed = Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+        state=JobState.RUNNING, started=now, heartbeat=now, finished=None
+    )
+    if not claimed:
+        return "not queued"  # cancelled before it started, or another worker has it
+    job = Job.objects.select_related("vm").get(pk=job_id)
+
+    if job.vm_id is not None:
+        holder = VMLock.acquire(job.vm_id, job)
+        if holder is not None:
+            _wait_for_lock(job, holder)
+            return "waiting"
+
+    started = time.monotonic()
+    context = JobContext(job)
+    try:
+        handler = get_handler(job.kind)
+        if handler is None:
+            raise LookupError(f"No handler is registered for job kind {job.kind!r}")
+        result = handler(context) or {}
+    except JobCancelled:
+        _finish(job, started, JobState.CANCELLED, message="Cancelled by user")
+        return JobState.CANCELLED
+    except Exception as error:
+        logger.exception("Job %s failed", job_id)
+        _finish(
+            job,
+            started,
+            JobState.FAILED,
+            message=f"Failed: {error}"[:500],
+            error=str(error) or error.__class__.__name__,
+            traceback=traceback.format_exc(),
+        )
+        return JobState.FAILED
+    finally:
+        VMLock.release(job)
+    _finish(job, started, JobState.SUCCEEDED, result=result, message=context_message(job))
+    return JobState.SUCCEEDED
+
+
+def context_message(job: Job) -> str:
+    current = Job.objects.filter(pk=job.pk).values_list("message", flat=True).first() or ""
+    return current or "Completed"
+
+
+def _finish(job: Job, started: float, state: JobState, **fields: object) -> None:
+    now = timezone.now()
+    extra: dict[str, object] = {}
+    if state == JobState.SUCCEEDED:
+        extra["bytes_done"] = Job.objects.filter(pk=job.pk).values_list("bytes_total", flat=True).first()
+    Job.objects.filter(pk=job.pk).update(
+        state=state,
+        finished=now,
+        heartbeat=now,
+        duration_seconds=round(time.monotonic() - started, 3),
+        rate_bytes_per_second=0,
+        **fields,
+        **{key: value for key, value in extra.items() if value},
+    )
+
+
+def _wait_for_lock(job: Job, holder: Job) -> None:
+    """Put the job back in the queue and try again shortly: one job per VM at a time."""
+    from django_q.models import Schedule
+    from django_q.tasks import schedule
+
+    Job.objects.filter(pk=job.pk).update(
+        state=JobState.QUEUED,
+        started=None,
+        message=f"Waiting for job #{holder.pk} ({holder.get_kind_display()}) on {job.vm}",
+    )
+    schedule(
+        "protection.jobs.runner.run_job",
+        job.pk,
+        name=f"job-{job.pk}-retry-{int(time.time() * 1000)}",
+        schedule_type=Schedule.ONCE,
+        repeats=1,
+        next_run=timezone.now() + LOCK_RETRY_DELAY,
+    )
+
+
+def reap_stale_jobs() -> int:
+    """Fail running jobs whose worker stopped sending heartbeats (killed, machine lost)."""
+    now = timezone.now()
+    reaped = 0
+    for job in Job.objects.filter(state=JobState.RUNNING):
+        if job.is_stale(now):
+            reaped += Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(
+                state=JobState.FAILED,
+                finished=now,
+                error="The worker running this job stopped responding (process killed or machine lost).",
+                message="Failed: worker lost",
+            )
+            VMLock.release(job)
+    return reaped

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from recovery import views
+
+app_name = "recovery"
+urlpatterns = [
+    path("", views.recovery_overview, name="overview"),
+]

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from storage import views
+
+app_name = "storage"
+urlpatterns = [
+    path("", views.datastore_list, name="datastore-list"),
+    path("<int:pk>/", views.datastore_detail, name="datastore-detail"),
+]

@@ -1,0 +1,26 @@
+"""Settings for the test suite: production settings with test-only environment.
+
+The environment is set here, before backupsite.settings reads it, because
+pytest-django loads settings before any conftest runs.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-abcdefghijklmnopqrstuvwxyz-0123456789-ABCDEFG")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hvbackup")
+os.environ.setdefault("BACKUPSITE_HTTPS", "0")
+os.environ.setdefault("BACKUPSITE_DATA_DIR", tempfile.mkdtemp(prefix="hvbackup-test-data-"))
+
+import backupsite.settings as _production  # noqa: E402
+
+globals().update({name: value for name, value in vars(_production).items() if name.isupper()})
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+Q_CLUSTER = {**_production.Q_CLUSTER, "sync": True}
+# Production uses hashed names from collectstatic; tests serve straight from the apps.
+STORAGES = {
+    **_production.STORAGES,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing

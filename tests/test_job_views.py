@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from backupsite.models import AuditEvent
+from protection.models import JobKind, JobState
+from tests.factories import make_job, make_vm
+
+pytestmark = pytest.mark.django_db
+
+
+def test_job_list_filters(admin_client: Client) -> None:
+    vm = make_vm("sql01")
+    make_job(vm=vm, state=JobState.FAILED, message="boom")
+    make_job(kind=JobKind.GARBAGE_COLLECTION, state=JobState.SUCCEEDED)
+    page = admin_client.get(reverse("protection:job-list"))
+    assert page.status_code == 200 and b"sql01" in page.content and b"<td>Garbage collection</td>" in page.content
+    failed = admin_client.get(reverse("protection:job-list"), {"state": "failed"})
+    assert b"sql01" in failed.content and b"<td>Garbage collection</td>" not in failed.content
+    by_name = admin_client.get(reverse("protection:job-list"), {"q": "nothing-like-this"})
+    assert b"No job matches" in by_name.content
+    partial = admin_client.get(reverse("protection:job-list"), {"kind": "gc"}, headers={"HX-Request": "true"})
+    assert b"<html" not in partial.content and b'id="job-table"' in partial.content
+
+
+def test_job_detail_full_page_and_polling_fragment(readonly_client: Client) -> None:
+    job = make_job(state=JobState.RUNNING, bytes_done=512 * 1024, bytes_total=1024 * 1024, message="Reading disk0.vhdx")
+    url = reverse("protection:job-detail", args=[job.pk])
+    page = readonly_client.get(url)
+    assert page.status_code == 200 and b"<html" in page.content and b'hx-trigger="every 1s"' in page.content
+    fragment = readonly_client.get(url, headers={"HX-Request": "true"})
+    assert fragment.status_code == 200
+    assert b"<html" not in fragment.content and b'value="50"' in fragment.content
+    assert b"Reading disk0.vhdx" in fragment.content
+
+    job.state = JobState.SUCCEEDED
+    job.save()
+    done = readonly_client.get(url, headers={"HX-Request": "true"})
+    assert done.status_code == 286  # htmx stops polling
+    assert b"every 1s" not in done.content and b'value="100"' in done.content
+
+
+def test_missing_job_is_404(admin_client: Client) -> None:
+    assert admin_client.get(reverse("protection:job-detail", args=[999999])).status_code == 404
+
+
+def test_cancel_running_job(operator_client: Client) -> None:
+    job = make_job(state=JobState.RUNNING)
+    response = operator_client.post(reverse("protection:job-cancel", args=[job.pk]))
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.cancel_requested and job.state == JobState.RUNNING
+    assert AuditEvent.objects.filter(action="job.cancel", object_id=str(job.pk)).exists()
+
+
+def test_cancel_queued_job_is_immediate(admin_client: Client) -> None:
+    job = make_job()
+    admin_client.post(reverse("protection:job-cancel", args=[job.pk]))
+    job.refresh_from_db()
+    assert job.state == JobState.CANCELLED
+
+
+def test_cancel_wrong_method(admin_client: Client) -> None:
+    job = make_job(state=JobState.RUNNING)
+    assert admin_client.get(reverse("protection:job-cancel", args=[job.pk])).status_code == 405
+    job.refresh_from_db()
+    assert not job.cancel_requested
+
+
+def test_cancel_no_access(outsider_client: Client) -> None:
+    job = make_job(state=JobState.RUNNING)
+    assert outsider_client.post(reverse("protection:job-cancel", args=[job.pk])).status_code == 404
+    job.refresh_from_db()
+    assert not job.cancel_requested
+
+
+def test_cancel_read_only(readonly_client: Client) -> None:
+    job = make_job(state=JobState.RUNNING)
+    response = readonly_client.post(reverse("protection:job-cancel", args=[job.pk]))
+    assert response.status_code == 403 and b"Not allowed" in response.content
+    job.refresh_from_db()
+    assert not job.cancel_requested
+
+
+def test_recovery_operator_cancels_recoveries_only(recovery_client: Client) -> None:
+    recovery = make_job(kind=JobKind.RECOVERY, state=JobState.RUNNING)
+    backup = make_job(kind=JobKind.SYNCHRONIZATION, state=JobState.RUNNING)
+    assert recovery_client.post(reverse("protection:job-cancel", args=[recovery.pk])).status_code == 302
+    assert recovery_client.post(reverse("protection:job-cancel", args=[backup.pk])).status_code == 403
+    recovery.refresh_from_db()
+    backup.refresh_from_db()
+    assert recovery.cancel_requested and not backup.cancel_requested
