@@ -27,7 +27,9 @@ class AuditEvent(models.Model):
         ordering = ["-timestamp", "-pk"]
 
     def __str__(self) -> str:
-        return f"{self.timestamp:%Y-%m-%d %H:%M:%S} {self.username or 'system'} {self.action} {self.object_repr}"
+        return (
+            f"{self.timestamp:%Y-%m-%d %H:%M:%S} {self.username or 'system'} {self.action} {self.object_repr}"
+        )
 
     @classmethod
     def record(

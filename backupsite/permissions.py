@@ -13,7 +13,7 @@ account created by mistake reveals no VM names.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
@@ -42,8 +42,6 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.READ_ONLY: frozenset({Action.VIEW}),
 }
 
-M = TypeVar("M", bound=Model)
-
 
 def user_roles(user: Any) -> set[Role]:
     if not user.is_authenticated or not user.is_active:
@@ -70,12 +68,12 @@ def require(request: HttpRequest, action: Action) -> None:
         raise PermissionDenied(f"Your role does not allow this ({action.value}).")
 
 
-def visible(request: HttpRequest, queryset: QuerySet[M]) -> QuerySet[M]:
+def visible[Q: QuerySet[Any]](request: HttpRequest, queryset: Q) -> Q:
     """The part of ``queryset`` the user may see."""
     return queryset if user_can(request.user, Action.VIEW) else queryset.none()
 
 
-def get_for_user(
+def get_for_user[M: Model](
     request: HttpRequest, queryset: QuerySet[M], action: Action = Action.VIEW, **lookup: Any
 ) -> M:
     """Look an object up as the user: 404 when they may not see it, 403 when they

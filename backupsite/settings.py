@@ -176,7 +176,9 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Task queue: django-q2 with the ORM broker by default, Redis when REDIS_URL is set.
 _redis_url = env_str("REDIS_URL")
 if _redis_url is not None and not _redis_url.startswith(("redis://", "rediss://", "unix://")):
-    raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://; got {_redis_url!r}")
+    raise ImproperlyConfigured(
+        f"REDIS_URL must start with redis://, rediss:// or unix://; got {_redis_url!r}"
+    )
 Q_CLUSTER: dict[str, object] = {
     "name": "backupsite",
     "workers": env_int("BACKUPSITE_WORKERS", 2, minimum=1, maximum=64),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -62,7 +64,7 @@ def _apply(host: Host, inventory: HostInventory) -> list[VirtualMachine]:
     return seen
 
 
-def _upsert_vm(host: Host, cluster: Cluster | None, info: VMInfo, now: object) -> VirtualMachine:
+def _upsert_vm(host: Host, cluster: Cluster | None, info: VMInfo, now: datetime) -> VirtualMachine:
     vm, _ = VirtualMachine.objects.update_or_create(
         hyperv_id=info.id.lower(),
         defaults={
@@ -89,7 +91,8 @@ def _upsert_vm(host: Host, cluster: Cluster | None, info: VMInfo, now: object) -
     for disk in info.disks:
         row, _ = VirtualDisk.objects.update_or_create(
             vm=vm,
-            path=disk.path or f"pass-through:{disk.controller}:{disk.controller_number}:{disk.controller_location}",
+            path=disk.path
+            or f"pass-through:{disk.controller}:{disk.controller_number}:{disk.controller_location}",
             defaults={
                 "format": str(disk.format) if disk.format else "",
                 "dynamic": str(disk.type) in {"dynamic", "differencing"},

@@ -17,7 +17,8 @@ def make_user(django_user_model: Any) -> Callable[..., Any]:
     def make(username: str, role: Role | None = None, **extra: Any) -> Any:
         user = django_user_model.objects.create_user(username=username, password=PASSWORD, **extra)
         if role is not None:
-            user.groups.add(Group.objects.get(name=role.value))
+            # get_or_create: transactional tests flush the groups the migration made.
+            user.groups.add(Group.objects.get_or_create(name=role.value)[0])
         return user
 
     return make

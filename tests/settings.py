@@ -12,7 +12,7 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/hvback
 os.environ.setdefault("BACKUPSITE_HTTPS", "0")
 os.environ.setdefault("BACKUPSITE_DATA_DIR", tempfile.mkdtemp(prefix="hvbackup-test-data-"))
 
-import backupsite.settings as _production  # noqa: E402
+import backupsite.settings as _production
 
 globals().update({name: value for name, value in vars(_production).items() if name.isupper()})
 
@@ -23,4 +23,7 @@ STORAGES = {
     **_production.STORAGES,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
+_production.STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
+# Live-server threads must not keep connections open past a request, or the test
+# database cannot be dropped at the end of the run.
+DATABASES = {"default": {**_production.DATABASES["default"], "CONN_MAX_AGE": 0}}

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from backupsite.models import AuditEvent
 from backupsite.permissions import Action, get_for_user, require, visible
+from backupsite.types import HtmxHttpRequest
 from protection.models import Job, JobKind, JobState
 
 # htmx stops polling when a response has this status.
@@ -19,7 +20,7 @@ PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta
 
 
 @require_GET
-def job_list(request: HttpRequest) -> HttpResponse:
+def job_list(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Action.VIEW)
     jobs = visible(request, Job.objects.select_related("vm", "host", "group", "requested_by"))
     filters = {
@@ -53,7 +54,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job = get_for_user(request, Job.objects.select_related("vm", "host", "group", "datastore"), pk=pk)
     context = {"job": job}
     if request.htmx and not request.htmx.boosted:

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
+from django_q.models import Schedule
 
 from backupsite.models import AuditEvent
 from storage.models import Datastore
@@ -32,6 +33,17 @@ class Command(BaseCommand):
             AuditEvent.record("datastore.create", obj=datastore, path=str(path))
             self.stdout.write(f"Created datastore 'Default' at {path}")
 
+        # Fail jobs whose worker died, so their VM locks are freed.
+        Schedule.objects.update_or_create(
+            name="reap-stale-jobs",
+            defaults={
+                "func": "protection.jobs.runner.reap_stale_jobs",
+                "schedule_type": Schedule.MINUTES,
+                "minutes": 1,
+                "repeats": -1,
+            },
+        )
+
         users = get_user_model()
         if not users.objects.filter(is_superuser=True).exists():
             username = options["admin_username"]
@@ -39,7 +51,9 @@ class Command(BaseCommand):
             admin = users.objects.create_superuser(username=username, email="", password=password)
             AuditEvent.record("user.create", obj=admin, role="Administrator")
             if os.environ.get("ADMIN_PASSWORD"):
-                self.stdout.write(f"Created administrator '{username}' with the password from ADMIN_PASSWORD.")
+                self.stdout.write(
+                    f"Created administrator '{username}' with the password from ADMIN_PASSWORD."
+                )
             else:
                 self.stdout.write(
                     self.style.WARNING(

@@ -22,16 +22,26 @@ class Command(BaseCommand):
         python = sys.executable
         web = subprocess.Popen(
             [
-                python, "-m", "gunicorn", "backupsite.wsgi:application",
-                "--bind", options["bind"],
-                "--workers", str(options["web_workers"]),
-                "--threads", "4",
-                "--access-logfile", "-",
-                "--timeout", "120",
+                python,
+                "-m",
+                "gunicorn",
+                "backupsite.wsgi:application",
+                "--bind",
+                options["bind"],
+                "--workers",
+                str(options["web_workers"]),
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+                "--timeout",
+                "120",
             ]
         )
         workers = subprocess.Popen([python, "manage.py", "qcluster"])
-        self.stdout.write(f"Dashboard on http://{options['bind']}/ with the worker cluster. Ctrl-C stops both.")
+        self.stdout.write(
+            f"Dashboard on http://{options['bind']}/ with the worker cluster. Ctrl-C stops both."
+        )
         stopping = False
 
         def stop(signum: int, frame: object) -> None:
