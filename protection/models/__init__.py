@@ -1,3 +1,4 @@
+from protection.models.alerts import Alert, AlertKind, AlertSeverity, ProtectionGroupDraft
 from protection.models.groups import (
     MAX_RETENTION_DAYS,
     SYNC_FREQUENCY_CHOICES,
@@ -28,6 +29,10 @@ from protection.models.inventory import (
 from protection.models.jobs import ACTIVE_STATES, FINISHED_STATES, Job, JobKind, JobState, VMLock
 
 __all__ = [
+    "Alert",
+    "AlertKind",
+    "AlertSeverity",
+    "ProtectionGroupDraft",
     "ACTIVE_STATES",
     "FINISHED_STATES",
     "MAX_RETENTION_DAYS",

@@ -53,9 +53,7 @@ class ProtectionGroup(models.Model):
         null=True, blank=True, choices=SYNC_FREQUENCY_CHOICES
     )
     recovery_point_times = models.JSONField(default=list, help_text="Times of day, 'HH:MM'")
-    recovery_point_days = models.JSONField(
-        default=list, help_text="Days of week, 0=Monday .. 6=Sunday"
-    )
+    recovery_point_days = models.JSONField(default=list, help_text="Days of week, 0=Monday .. 6=Sunday")
     express_full_times = models.JSONField(default=list)
     express_full_days = models.JSONField(default=list)
 

@@ -133,9 +133,7 @@ class VirtualMachineQuerySet(models.QuerySet["VirtualMachine"]):
         return self.filter(removed_at__isnull=True)
 
     def protected(self) -> VirtualMachineQuerySet:
-        return self.filter(data_source__isnull=False).exclude(
-            data_source__replica_state="stopped"
-        )
+        return self.filter(data_source__isnull=False).exclude(data_source__replica_state="stopped")
 
 
 class VirtualMachine(models.Model):

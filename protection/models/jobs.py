@@ -52,9 +52,7 @@ class JobQuerySet(models.QuerySet["Job"]):
 
 class Job(models.Model):
     kind = models.CharField(max_length=24, choices=JobKind.choices)
-    state = models.CharField(
-        max_length=16, choices=JobState.choices, default=JobState.QUEUED, db_index=True
-    )
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED, db_index=True)
     # What the job works on; any of these may be empty depending on the kind.
     vm = models.ForeignKey(
         "protection.VirtualMachine", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
@@ -144,7 +142,10 @@ class Job(models.Model):
         """Cancel a queued job at once; ask a running one to stop at its next check."""
         now = timezone.now()
         if Job.objects.filter(pk=self.pk, state=JobState.QUEUED).update(
-            state=JobState.CANCELLED, cancel_requested=True, finished=now, message="Cancelled before it started"
+            state=JobState.CANCELLED,
+            cancel_requested=True,
+            finished=now,
+            message="Cancelled before it started",
         ):
             self.refresh_from_db()
             return True
@@ -176,9 +177,7 @@ class VMLock(models.Model):
                     cls.objects.create(vm_id=vm_id, job=job)
                 return None
             except IntegrityError:
-                holder = (
-                    cls.objects.select_related("job").filter(vm_id=vm_id).first()
-                )
+                holder = cls.objects.select_related("job").filter(vm_id=vm_id).first()
                 if holder is None:
                     continue  # released in between: try again
                 if holder.job_id == job.pk:
