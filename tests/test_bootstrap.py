@@ -26,6 +26,7 @@ def test_bootstrap_creates_datastore_admin_and_schedule_once(settings, tmp_path,
     assert datastore.path == str(tmp_path / "datastore")
     assert (tmp_path / "datastore" / "format.json").exists()
     assert Schedule.objects.filter(name="reap-stale-jobs").count() == 1
+    assert Schedule.objects.get(name="protection-scheduler").func == "protection.scheduler.tick"
 
     again = StringIO()
     call_command("bootstrap", stdout=again)

@@ -25,7 +25,7 @@ class JobError(Exception):
 
 
 class JobContext:
-    def __init__(self, job: Job, *, clock: type[time] | None = None) -> None:
+    def __init__(self, job: Job) -> None:
         self.job = job
         self._monotonic = time.monotonic
         self._last_progress_write = 0.0

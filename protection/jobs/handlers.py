@@ -1,8 +1,4 @@
-"""Handlers for every job kind. Each takes a JobContext and returns a result dict.
-
-Protection and recovery handlers arrive with their issues; the inventory refresh
-is here from the start because registering a host needs it.
-"""
+"""Handlers for every job kind. Each takes a JobContext and returns a result dict."""
 
 from __future__ import annotations
 
@@ -22,3 +18,35 @@ def refresh_inventory(context: JobContext) -> dict[str, Any]:
     machines = host.refresh_inventory()
     context.log(f"{len(machines)} virtual machines found on {host}")
     return {"virtual_machines": len(machines)}
+
+
+@handles(JobKind.INITIAL_REPLICA)
+@handles(JobKind.SYNCHRONIZATION)
+@handles(JobKind.RECOVERY_POINT)
+@handles(JobKind.EXPRESS_FULL)
+@handles(JobKind.CONSISTENCY_CHECK)
+def backup(context: JobContext) -> dict[str, Any]:
+    from protection.services.backup import run_backup_job
+
+    return run_backup_job(context)
+
+
+@handles(JobKind.STOP_PROTECTION)
+def stop_protection(context: JobContext) -> dict[str, Any]:
+    from protection.services.lifecycle import stop_protection as stop
+
+    return stop(context)
+
+
+@handles(JobKind.VERIFY)
+def verify(context: JobContext) -> dict[str, Any]:
+    from protection.services.lifecycle import verify_datastore
+
+    return verify_datastore(context)
+
+
+@handles(JobKind.GARBAGE_COLLECTION)
+def garbage_collection(context: JobContext) -> dict[str, Any]:
+    from protection.services.lifecycle import collect_garbage
+
+    return collect_garbage(context)

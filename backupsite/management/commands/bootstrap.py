@@ -18,6 +18,14 @@ from backupsite.models import AuditEvent
 from storage.models import Datastore
 
 
+# Every minute: the protection scheduler decides what is due from the policies, and
+# the reaper fails jobs whose worker died so their VM locks are freed.
+SCHEDULES = {
+    "protection-scheduler": "protection.scheduler.tick",
+    "reap-stale-jobs": "protection.jobs.runner.reap_stale_jobs",
+}
+
+
 class Command(BaseCommand):
     help = "Create the default datastore and the first administrator when they are missing."
 
@@ -33,16 +41,11 @@ class Command(BaseCommand):
             AuditEvent.record("datastore.create", obj=datastore, path=str(path))
             self.stdout.write(f"Created datastore 'Default' at {path}")
 
-        # Fail jobs whose worker died, so their VM locks are freed.
-        Schedule.objects.update_or_create(
-            name="reap-stale-jobs",
-            defaults={
-                "func": "protection.jobs.runner.reap_stale_jobs",
-                "schedule_type": Schedule.MINUTES,
-                "minutes": 1,
-                "repeats": -1,
-            },
-        )
+        for name, func in SCHEDULES.items():
+            Schedule.objects.update_or_create(
+                name=name,
+                defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+            )
 
         users = get_user_model()
         if not users.objects.filter(is_superuser=True).exists():

@@ -1,0 +1,388 @@
+"""Backups of one protected VM: initial replica, synchronization, recovery point,
+express full and consistency check. Connector in, engine out, catalog updated.
+
+Order matters for crash safety (design brief §5): the engine commits the new
+recovery point *before* the connector is told the backup succeeded, because on
+Hyper-V that is when the previous reference point is destroyed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from protection.connectors import BackupSession, ChangeTrackingLost, ConnectorError, Consistency
+from protection.connectors.ranges import subtract as subtract_ranges
+from protection.jobs.context import JobContext, JobError
+from protection.models import (
+    Alert,
+    AlertKind,
+    JobKind,
+    ProtectedDataSource,
+    RecoveryPoint,
+    RecoveryPointKind,
+    ReplicaState,
+    VirtualMachine,
+)
+from storage.engine import Datastore as EngineDatastore
+from storage.engine import EngineError, PointInfo, Progress, RetentionPolicy, SourceFile
+from storage.models import Datastore
+
+POINT_KIND_FOR_JOB = {
+    JobKind.INITIAL_REPLICA: RecoveryPointKind.INITIAL,
+    JobKind.SYNCHRONIZATION: RecoveryPointKind.SYNC,
+    JobKind.RECOVERY_POINT: RecoveryPointKind.RECOVERY_POINT,
+    JobKind.EXPRESS_FULL: RecoveryPointKind.EXPRESS_FULL,
+    JobKind.CONSISTENCY_CHECK: RecoveryPointKind.CONSISTENCY_CHECK,
+}
+
+
+@dataclass
+class BackupOutcome:
+    point: PointInfo
+    point_kind: str
+    full_scan: bool
+    consistency: str
+    change_tracking_used: bool
+    notes: list[str] = field(default_factory=list)
+    damaged_chunks: int = 0
+    differing_chunks: int = 0
+
+    def as_result(self) -> dict[str, Any]:
+        return {
+            "recovery_point": self.point.id,
+            "point_kind": self.point_kind,
+            "consistency": self.consistency,
+            "full_scan": self.full_scan,
+            "change_tracking_used": self.change_tracking_used,
+            "bytes_total": self.point.total_bytes,
+            "bytes_read": self.point.bytes_read,
+            "bytes_stored": self.point.bytes_new,
+            "damaged_chunks": self.damaged_chunks,
+            "differing_chunks": self.differing_chunks,
+            "notes": self.notes,
+        }
+
+
+def protected_source(context: JobContext) -> tuple[VirtualMachine, ProtectedDataSource]:
+    vm = context.job.vm
+    if vm is None:
+        raise JobError("The virtual machine of this job no longer exists in the catalog.")
+    source = ProtectedDataSource.objects.select_related("group__datastore").filter(vm=vm).first()
+    if source is None or source.replica_state == ReplicaState.STOPPED:
+        raise JobError(f"{vm} is not protected any more.")
+    return vm, source
+
+
+def run_backup_job(context: JobContext) -> dict[str, Any]:
+    """The handler body shared by every backup kind."""
+    vm, source = protected_source(context)
+    kind = context.job.kind
+    datastore_row = source.group.datastore
+    if kind == JobKind.INITIAL_REPLICA:
+        ProtectedDataSource.objects.filter(pk=source.pk).update(replica_state=ReplicaState.CREATING)
+    try:
+        engine = datastore_row.open_engine()
+        import_path = context.job.parameters.get("import_path")
+        if kind == JobKind.INITIAL_REPLICA and import_path:
+            outcome = _import_offline_replica(context, engine, vm, Path(import_path))
+        else:
+            outcome = _backup_from_host(context, engine, vm, source)
+    except (ConnectorError, EngineError, JobError, OSError) as error:
+        _mark_inconsistent(source, context, f"{POINT_KIND_FOR_JOB[kind].label} failed: {error}")
+        raise JobError(str(error)) from error
+    except Exception as error:
+        _mark_inconsistent(source, context, f"{POINT_KIND_FOR_JOB[kind].label} failed: {error}")
+        raise
+
+    _record_point(context, engine, datastore_row, vm, source, outcome)
+    for note in outcome.notes:
+        context.log(note)
+    if kind == JobKind.INITIAL_REPLICA and import_path:
+        # The imported files are only as fresh as the media; catch up from the host.
+        from protection.models import Job
+
+        Job.submit(
+            JobKind.CONSISTENCY_CHECK, vm=vm, group=source.group, requested_by=context.job.requested_by
+        )
+        context.log("Replica imported from offline media; a consistency check will bring it up to date.")
+    _apply_retention(context, engine, datastore_row, vm, source)
+    return outcome.as_result()
+
+
+def _backup_from_host(
+    context: JobContext, engine: EngineDatastore, vm: VirtualMachine, source: ProtectedDataSource
+) -> BackupOutcome:
+    kind = context.job.kind
+    connector = vm.host.connector()
+    tracking = source.change_tracking_refs or {}
+    parent_id = tracking.get("point_id")
+    existing = {point.id for point in engine.points(vm.hyperv_id)}
+    if parent_id not in existing:
+        parent_id = None
+    full_scan = kind in (JobKind.INITIAL_REPLICA, JobKind.CONSISTENCY_CHECK) or parent_id is None
+    notes: list[str] = []
+    damaged = 0
+
+    if kind == JobKind.CONSISTENCY_CHECK and parent_id is not None:
+        context.message("Verifying the replica's chunks")
+        report = engine.verify([parent_id])
+        damaged = len(report.bad_chunks) + len(report.missing_chunks)
+        if damaged:
+            notes.append(f"The replica had {damaged} damaged or missing chunk(s); they are stored again now.")
+
+    context.message(f"Creating a checkpoint of {vm.name}")
+    session = connector.begin_backup(vm.hyperv_id, Consistency.APPLICATION)
+    for event in session.events:
+        context.log(event)
+    ok = False
+    try:
+        sources, tracking_used, lost = _sources(session, tracking.get("refs", {}), full_scan)
+        if lost:
+            notes.append(lost)
+            full_scan = True
+        point_kind = POINT_KIND_FOR_JOB[kind]
+        if lost and kind != JobKind.INITIAL_REPLICA:
+            point_kind = RecoveryPointKind.CONSISTENCY_CHECK
+        context.message(f"Reading {len(sources)} file(s) of {vm.name}")
+        point = engine.backup(
+            vm.hyperv_id,
+            sources,
+            vm_name=vm.name,
+            parent=parent_id,
+            consistency=str(session.consistency),
+            metadata={
+                "kind": str(point_kind),
+                "job": context.job.pk,
+                "host": vm.host.name,
+                "offline": session.offline,
+                "full_scan": full_scan,
+            },
+            progress=_engine_progress(context),
+            cancel=context.is_cancelled,
+        )
+        ok = True
+    finally:
+        try:
+            refs = connector.end_backup(session, ok)
+        except ConnectorError as error:
+            if ok:
+                raise
+            context.log(f"Cleaning up the checkpoint failed: {error}")
+            refs = {}
+    source.change_tracking_refs = {"point_id": point.id, "refs": refs}
+    differing = _differing_chunks(engine, parent_id, point) if kind == JobKind.CONSISTENCY_CHECK else 0
+    if session.offline:
+        notes.append(f"{vm.name} could not be backed up online; it was briefly put in a saved state.")
+    return BackupOutcome(
+        point=point,
+        point_kind=point_kind,
+        full_scan=full_scan,
+        consistency=str(session.consistency),
+        change_tracking_used=tracking_used,
+        notes=notes,
+        damaged_chunks=damaged,
+        differing_chunks=differing,
+    )
+
+
+def _sources(
+    session: BackupSession, refs: dict[str, str], full_scan: bool
+) -> tuple[list[SourceFile], bool, str]:
+    """Engine sources for the session's files, with changed ranges when tracking allows."""
+    sources: list[SourceFile] = []
+    tracking_used = False
+    lost = ""
+    for item in session.files:
+        ranges: list[tuple[int, int]] | None = None
+        reference = refs.get(item.name) or (refs.get(item.disk_id) if item.disk_id else None)
+        if not full_scan and item.kind == "disk" and reference:
+            try:
+                changed = session.changed_ranges(item.name, reference)
+            except ChangeTrackingLost as error:
+                lost = f"Change tracking was lost ({error}); every block was read and compared."
+                changed = None
+            if changed is not None:
+                excluded = session.excluded_ranges(item.name)
+                ranges = subtract_ranges(changed, excluded) if excluded else list(changed)
+                tracking_used = True
+        sources.append(SourceFile(name=item.name, source=item.opener, size=item.size, changed_ranges=ranges))
+    if lost:
+        # One lost reference makes the whole run a full comparison.
+        sources = [SourceFile(name=s.name, source=s.source, size=s.size) for s in sources]
+        tracking_used = False
+    return sources, tracking_used, lost
+
+
+def _import_offline_replica(
+    context: JobContext, engine: EngineDatastore, vm: VirtualMachine, import_path: Path
+) -> BackupOutcome:
+    folder = import_path / vm.name
+    if not folder.is_dir():
+        raise JobError(f"The offline media folder {folder} does not exist or is not a folder.")
+    sources = []
+    for root, _dirs, files in os.walk(folder):
+        for file_name in sorted(files):
+            path = Path(root) / file_name
+            if path.is_symlink():
+                continue  # a link on removable media could point anywhere on the server
+            sources.append(SourceFile(name=path.relative_to(folder).as_posix(), source=str(path)))
+    if not sources:
+        raise JobError(f"The offline media folder {folder} holds no files for {vm.name}.")
+    point = engine.backup(
+        vm.hyperv_id,
+        sources,
+        vm_name=vm.name,
+        parent=None,
+        consistency="crash",
+        metadata={
+            "kind": str(RecoveryPointKind.INITIAL),
+            "job": context.job.pk,
+            "imported_from": str(folder),
+        },
+        progress=_engine_progress(context),
+        cancel=context.is_cancelled,
+    )
+    return BackupOutcome(
+        point=point,
+        point_kind=RecoveryPointKind.INITIAL,
+        full_scan=True,
+        consistency="crash",
+        change_tracking_used=False,
+        notes=[f"Imported {len(sources)} file(s) from {folder}."],
+    )
+
+
+def _differing_chunks(engine: EngineDatastore, parent_id: str | None, point: PointInfo) -> int:
+    """Chunks whose content differs between the replica and what the host has now."""
+    if parent_id is None:
+        return 0
+    parent = engine.point(parent_id)
+    differing = 0
+    for item in point.files:
+        before = parent.file(item.name)
+        with engine.open_file(point.id, item.name) as now_reader:
+            if before is None:
+                differing += item.chunks
+                continue
+            with engine.open_file(parent_id, item.name) as then_reader:
+                shared = min(item.chunks, before.chunks)
+                differing += abs(item.chunks - before.chunks)
+                differing += sum(
+                    1
+                    for index in range(shared)
+                    if now_reader.digest_at(index) != then_reader.digest_at(index)
+                )
+    return differing
+
+
+def _engine_progress(context: JobContext) -> Any:
+    def report(progress: Progress) -> None:
+        context.progress(progress.bytes_done, progress.bytes_total, message=None)
+
+    return report
+
+
+def _record_point(
+    context: JobContext,
+    engine: EngineDatastore,
+    datastore: Datastore,
+    vm: VirtualMachine,
+    source: ProtectedDataSource,
+    outcome: BackupOutcome,
+) -> None:
+    point = outcome.point
+    now = timezone.now()
+    kind = context.job.kind
+    with transaction.atomic():
+        RecoveryPoint.objects.create(
+            point_id=point.id,
+            datastore=datastore,
+            vm=vm,
+            group=source.group,
+            created=point.created,
+            kind=outcome.point_kind,
+            consistency=outcome.consistency,
+            size_bytes=point.total_bytes,
+            stored_bytes=point.bytes_new,
+            metadata={"job": context.job.pk, "full_scan": outcome.full_scan},
+        )
+        updates: dict[str, Any] = {
+            "replica_state": ReplicaState.OK,
+            "inconsistency_reason": "",
+            "change_tracking_refs": source.change_tracking_refs,
+            "last_sync_at": now,
+        }
+        if kind in (JobKind.RECOVERY_POINT, JobKind.EXPRESS_FULL, JobKind.INITIAL_REPLICA):
+            updates["last_recovery_point_at"] = now
+        if kind == JobKind.EXPRESS_FULL:
+            updates["last_express_full_at"] = now
+        if kind == JobKind.CONSISTENCY_CHECK or outcome.point_kind == RecoveryPointKind.CONSISTENCY_CHECK:
+            updates["last_consistency_check_at"] = now
+        ProtectedDataSource.objects.filter(pk=source.pk).update(**updates)
+        Alert.resolve(
+            [AlertKind.BACKUP_FAILED, AlertKind.REPLICA_INCONSISTENT],
+            f"Job #{context.job.pk} succeeded",
+            vm=vm,
+        )
+    context.progress(point.total_bytes, point.total_bytes, message=_summary(outcome), force=True)
+
+
+def _summary(outcome: BackupOutcome) -> str:
+    point = outcome.point
+    mib = 1024 * 1024
+    text = (
+        f"{outcome.point_kind.replace('_', ' ').capitalize()} created: read {point.bytes_read / mib:.1f} MiB "
+        f"of {point.total_bytes / mib:.1f} MiB, stored {point.bytes_new / mib:.1f} MiB new"
+    )
+    if outcome.change_tracking_used:
+        text += " (change tracking)"
+    if outcome.damaged_chunks or outcome.differing_chunks:
+        text += (
+            f"; repaired {outcome.damaged_chunks} damaged and {outcome.differing_chunks} differing chunk(s)"
+        )
+    return text
+
+
+def _mark_inconsistent(source: ProtectedDataSource, context: JobContext, reason: str) -> None:
+    if context.is_cancelled():
+        return  # a cancelled sync leaves the previous replica intact and consistent
+    ProtectedDataSource.objects.filter(pk=source.pk).update(
+        replica_state=ReplicaState.INCONSISTENT, inconsistency_reason=reason[:2000]
+    )
+    Alert.raise_alert(AlertKind.BACKUP_FAILED, reason, vm=source.vm, group=source.group, job=context.job)
+
+
+def _apply_retention(
+    context: JobContext,
+    engine: EngineDatastore,
+    datastore: Datastore,
+    vm: VirtualMachine,
+    source: ProtectedDataSource,
+) -> None:
+    group = source.group
+    policy = RetentionPolicy(
+        keep_days=group.retention_days,
+        keep_daily=group.keep_daily,
+        keep_weekly=group.keep_weekly,
+        keep_monthly=group.keep_monthly,
+        keep_yearly=group.keep_yearly,
+    )
+    from storage.engine.retention import select_removals
+
+    removals = select_removals(engine.points(vm.hyperv_id), policy, timezone.now())
+    for point in removals:
+        engine.delete_point(point.id)
+    if removals:
+        RecoveryPoint.objects.filter(datastore=datastore, point_id__in=[p.id for p in removals]).update(
+            deleted_at=timezone.now()
+        )
+        context.log(
+            f"Retention removed {len(removals)} recovery point(s) older than {group.retention_days} days"
+        )
+    datastore.refresh_usage()
