@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.urls import reverse
 from django.utils import timezone
 
@@ -75,7 +75,10 @@ class Datastore(models.Model):
             return EngineDatastore.create(self.path, chunk_size=self.chunk_size)
 
     def refresh_usage(self) -> None:
+        """Walk the store for exact figures: O(chunks), so only maintenance jobs call it."""
         usage = self.open_engine().usage()
-        Datastore.objects.filter(pk=self.pk).update(
-            used_bytes=usage.bytes_on_disk, chunk_count=usage.chunk_count
-        )
+        Datastore.objects.filter(pk=self.pk).update(used_bytes=usage.total_bytes, chunk_count=usage.chunk_count)
+
+    def add_usage(self, bytes_stored: int) -> None:
+        """Cheap running total after a backup; the next verify or GC makes it exact."""
+        Datastore.objects.filter(pk=self.pk).update(used_bytes=F("used_bytes") + bytes_stored)

@@ -22,6 +22,7 @@ def run_job(job_id: int) -> str:
     # Importing the handler modules registers them; done here so a worker that
     # only imports this module still knows every kind.
     from protection.jobs import handlers  # noqa: F401
+    from recovery import jobs as recovery_jobs  # noqa: F401
 
     now = timezone.now()
     claimed = Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(

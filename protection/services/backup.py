@@ -140,6 +140,7 @@ def _backup_from_host(
     session = connector.begin_backup(vm.hyperv_id, Consistency.APPLICATION)
     for event in session.events:
         context.log(event)
+    events_logged = len(session.events)
     ok = False
     try:
         sources, tracking_used, lost = _sources(session, tracking.get("refs", {}), full_scan)
@@ -175,6 +176,8 @@ def _backup_from_host(
                 raise
             context.log(f"Cleaning up the checkpoint failed: {error}")
             refs = {}
+        for event in session.events[events_logged:]:
+            context.log(event)
     source.change_tracking_refs = {"point_id": point.id, "refs": refs}
     differing = _differing_chunks(engine, parent_id, point) if kind == JobKind.CONSISTENCY_CHECK else 0
     if session.offline:
@@ -330,6 +333,7 @@ def _record_point(
             f"Job #{context.job.pk} succeeded",
             vm=vm,
         )
+    datastore.add_usage(point.bytes_new)
     context.progress(point.total_bytes, point.total_bytes, message=_summary(outcome), force=True)
 
 
@@ -385,4 +389,3 @@ def _apply_retention(
         context.log(
             f"Retention removed {len(removals)} recovery point(s) older than {group.retention_days} days"
         )
-    datastore.refresh_usage()

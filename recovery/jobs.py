@@ -1,0 +1,1 @@
+"""Recovery job handlers register themselves here (see recovery issue)."""
