@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET
 
 from backupsite.models import AuditEvent
 from backupsite.permissions import Action, require, visible
-from protection.models import Job, JobState, RecoveryPoint, VirtualMachine
+from protection.models import Alert, Job, JobState, RecoveryPoint, VirtualMachine
 from storage.models import Datastore
 
 
@@ -33,6 +33,9 @@ def home(request: HttpRequest) -> HttpResponse:
         "datastore_count": visible(request, Datastore.objects.all()).count(),
         "active_jobs": jobs.active().select_related("vm", "host", "group")[:10],
         "recent_failures": jobs.since(since).filter(state=JobState.FAILED).select_related("vm")[:10],
+        "alerts": visible(request, Alert.objects.active().select_related("vm", "group", "host", "datastore"))[
+            :20
+        ],
     }
     return render(request, "backupsite/home.html", context)
 

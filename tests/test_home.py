@@ -21,12 +21,22 @@ def test_home_counts_come_from_the_database(readonly_client: Client) -> None:
     ProtectedDataSource.objects.create(group=group, vm=protected)
     for minutes in (1, 2):
         RecoveryPoint.objects.create(
-            point_id=f"p{minutes}", datastore=datastore, vm=protected, group=group,
-            created=timezone.now() - timedelta(minutes=minutes), kind="sync", consistency="crash",
+            point_id=f"p{minutes}",
+            datastore=datastore,
+            vm=protected,
+            group=group,
+            created=timezone.now() - timedelta(minutes=minutes),
+            kind="sync",
+            consistency="crash",
         )
     RecoveryPoint.objects.create(
-        point_id="bad", datastore=datastore, vm=protected, created=timezone.now(),
-        kind="sync", consistency="crash", damaged=True,
+        point_id="bad",
+        datastore=datastore,
+        vm=protected,
+        created=timezone.now(),
+        kind="sync",
+        consistency="crash",
+        damaged=True,
     )
     make_job(state=JobState.SUCCEEDED)
     make_job(state=JobState.FAILED, vm=protected, message="disk full")
@@ -48,6 +58,22 @@ def test_home_wrong_method(admin_client: Client) -> None:
     assert admin_client.post(reverse("home")).status_code == 405
 
 
-@pytest.mark.parametrize("name", ["protection:overview", "recovery:overview", "storage:datastore-list", "management"])
+@pytest.mark.parametrize(
+    "name", ["protection:overview", "recovery:overview", "storage:datastore-list", "management"]
+)
 def test_section_pages_render(admin_client: Client, name: str) -> None:
     assert admin_client.get(reverse(name)).status_code == 200
+
+
+def test_active_alerts_show_on_the_dashboard_until_resolved(readonly_client: Client) -> None:
+    from protection.models import Alert, AlertKind
+
+    vm = make_vm("exchange01")
+    Alert.raise_alert(AlertKind.BACKUP_FAILED, "Synchronization failed: host unreachable", vm=vm)
+    again = Alert.raise_alert(AlertKind.BACKUP_FAILED, "Synchronization failed: host unreachable", vm=vm)
+    assert again.occurrences == 2 and Alert.objects.count() == 1
+    page = readonly_client.get(reverse("home")).content.decode()
+    assert "Synchronization failed: host unreachable" in page and "exchange01" in page
+    assert Alert.resolve([AlertKind.BACKUP_FAILED], "Job #9 succeeded", vm=vm) == 1
+    page = readonly_client.get(reverse("home")).content.decode()
+    assert "No active alerts" in page

@@ -16,7 +16,11 @@ def test_job_list_filters(admin_client: Client) -> None:
     make_job(vm=vm, state=JobState.FAILED, message="boom")
     make_job(kind=JobKind.GARBAGE_COLLECTION, state=JobState.SUCCEEDED)
     page = admin_client.get(reverse("protection:job-list"))
-    assert page.status_code == 200 and b"sql01" in page.content and b"<td>Garbage collection</td>" in page.content
+    assert (
+        page.status_code == 200
+        and b"sql01" in page.content
+        and b"<td>Garbage collection</td>" in page.content
+    )
     failed = admin_client.get(reverse("protection:job-list"), {"state": "failed"})
     assert b"sql01" in failed.content and b"<td>Garbage collection</td>" not in failed.content
     by_name = admin_client.get(reverse("protection:job-list"), {"q": "nothing-like-this"})
@@ -25,8 +29,26 @@ def test_job_list_filters(admin_client: Client) -> None:
     assert b"<html" not in partial.content and b'id="job-table"' in partial.content
 
 
+def test_job_list_filters_by_group_and_vm(admin_client: Client) -> None:
+    from protection.models import ProtectionGroup
+    from storage.models import Datastore
+
+    group = ProtectionGroup.objects.create(
+        name="Gold", datastore=Datastore.objects.create(name="d", path="/d")
+    )
+    in_group, other = make_vm("in-group"), make_vm("other")
+    make_job(vm=in_group, group=group)
+    make_job(vm=other)
+    by_group = admin_client.get(reverse("protection:job-list"), {"group": group.pk}).content
+    assert b"in-group" in by_group and b">other<" not in by_group
+    by_vm = admin_client.get(reverse("protection:job-list"), {"vm": other.pk}).content
+    assert b">other<" in by_vm and b"in-group" not in by_vm
+
+
 def test_job_detail_full_page_and_polling_fragment(readonly_client: Client) -> None:
-    job = make_job(state=JobState.RUNNING, bytes_done=512 * 1024, bytes_total=1024 * 1024, message="Reading disk0.vhdx")
+    job = make_job(
+        state=JobState.RUNNING, bytes_done=512 * 1024, bytes_total=1024 * 1024, message="Reading disk0.vhdx"
+    )
     url = reverse("protection:job-detail", args=[job.pk])
     page = readonly_client.get(url)
     assert page.status_code == 200 and b"<html" in page.content and b'hx-trigger="every 1s"' in page.content

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from backupsite.models import AuditEvent
 from backupsite.permissions import Action, get_for_user, require, visible
 from backupsite.types import HtmxHttpRequest
-from protection.models import Job, JobKind, JobState
+from protection.models import Job, JobKind, JobState, ProtectionGroup
 
 # htmx stops polling when a response has this status.
 HTMX_STOP_POLLING = 286
@@ -28,6 +28,8 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
         "kind": request.GET.get("kind", ""),
         "period": request.GET.get("period", ""),
         "q": request.GET.get("q", "").strip(),
+        "group": request.GET.get("group", ""),
+        "vm": request.GET.get("vm", ""),
     }
     if filters["state"] in JobState.values:
         jobs = jobs.filter(state=filters["state"])
@@ -35,6 +37,10 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
         jobs = jobs.filter(kind=filters["kind"])
     if filters["period"] in PERIODS:
         jobs = jobs.filter(created__gte=timezone.now() - PERIODS[filters["period"]])
+    if filters["group"].isdigit():
+        jobs = jobs.filter(group_id=int(filters["group"]))
+    if filters["vm"].isdigit():
+        jobs = jobs.filter(vm_id=int(filters["vm"]))
     if filters["q"]:
         jobs = jobs.filter(vm__name__icontains=filters["q"]) | jobs.filter(
             group__name__icontains=filters["q"]
@@ -44,6 +50,7 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
         "page": page,
         "filters": filters,
         "states": JobState.choices,
+        "groups": visible(request, ProtectionGroup.objects.only("pk", "name")),
         "kinds": JobKind.choices,
         "periods": list(PERIODS),
         "any_active": any(not job.is_finished for job in page.object_list),
