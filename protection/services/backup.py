@@ -17,7 +17,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from protection.connectors import BackupSession, ChangeTrackingLost, ConnectorError, Consistency
-from protection.connectors.ranges import subtract as subtract_ranges
 from protection.jobs.context import JobContext, JobError
 from protection.models import (
     Alert,
@@ -211,8 +210,8 @@ def _sources(
                 lost = f"Change tracking was lost ({error}); every block was read and compared."
                 changed = None
             if changed is not None:
-                excluded = session.excluded_ranges(item.name)
-                ranges = subtract_ranges(changed, excluded) if excluded else list(changed)
+                # The connector has already left paging-file blocks out of these ranges.
+                ranges = list(changed)
                 tracking_used = True
         sources.append(SourceFile(name=item.name, source=item.opener, size=item.size, changed_ranges=ranges))
     if lost:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from protection.models import (
     VirtualMachine,
 )
 from storage.models import Datastore
+from tests.protection.helpers import FakeConnector
 
 MiB = 1024 * 1024
 
@@ -86,3 +88,20 @@ def restore_and_compare(datastore: Datastore, point_id: str, live_disk: Path, ta
     subprocess.run(["cmp", str(restored[0]), str(live_disk)], check=True)
     subprocess.run(["qemu-img", "compare", "-q", str(restored[0]), str(live_disk)], check=True)
     shutil.rmtree(target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Protection pages (hosts, VM page, groups, wizard): catalog rows only, no lab disks. Prerequisite
+# findings come from a stand-in connector installed at the ``Host.connector`` boundary.
+
+
+@pytest.fixture
+def connector(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeConnector]:
+    fake = FakeConnector()
+    monkeypatch.setattr(Host, "connector", lambda self: fake)
+    yield fake
+
+
+@pytest.fixture
+def datastore(tmp_path: Path) -> Datastore:
+    return Datastore.objects.create(name="main", path=str(tmp_path / "datastore"))

@@ -165,9 +165,13 @@ def test_manual_replica_from_offline_media(protected_lab: ProtectedLab, tmp_path
     shutil.copytree(vm_folder, media / lab.windows.name)
     imported = run(JobKind.INITIAL_REPLICA, lab, import_path=str(media))
     assert imported.state == JobState.SUCCEEDED, imported.traceback
-    # The consistency check that catches up was submitted (and, synchronously here, ran).
+    # The consistency check that catches up was submitted; it brings the replica up to date.
     check = Job.objects.get(kind=JobKind.CONSISTENCY_CHECK, vm=lab.windows)
+    assert check.state == JobState.QUEUED
+    run_job(check.pk)
+    check.refresh_from_db()
     assert check.state == JobState.SUCCEEDED, check.traceback
+    restore_and_compare(lab.datastore, check.result["recovery_point"], lab.disk(lab.windows), tmp_path / "r")
 
 
 def test_missing_offline_media_folder_fails_clearly(protected_lab: ProtectedLab, tmp_path: Path) -> None:

@@ -1,0 +1,235 @@
+"""Backup sessions on a lab host: the lab's version of Hyper-V's backup sequence.
+
+Hyper-V (docs/connectors.md, design section 5): recovery checkpoint -> read the
+frozen files -> GetVirtualDiskChanges since the previous RCT id ->
+ConvertToReferencePoint (ok) or remove the checkpoint (failure). Lab: take the
+VM lock (frozen view) -> read the files -> RCT journal -> new reference ids (ok)
+or nothing (failure); the lock is released in every case.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO
+
+from protection.connectors import guestfs, prerequisites, vhdx_map
+from protection.connectors.base import (
+    BackupFile,
+    BackupRefused,
+    ConnectorError,
+    Consistency,
+    InvalidVMConfig,
+    VMInfo,
+    VMState,
+)
+from protection.connectors.labconfig import VM_FILE, update_vm_json
+from protection.connectors.labguest import VMLock
+from protection.connectors.ranges import Range, normalize, subtract
+from protection.connectors.rct import RCTJournal
+from protection.connectors.vhdxfile import DiskFileError, read_vhdx_layout
+
+if TYPE_CHECKING:
+    from protection.connectors.lab import LabConnector
+
+
+def _opener(path: Path) -> Callable[[], BinaryIO]:
+    def open_file() -> BinaryIO:
+        return path.open("rb")
+
+    return open_file
+
+
+class LabBackupSession:
+    def __init__(
+        self,
+        vm: VMInfo,
+        folder: Path,
+        lock: VMLock,
+        consistency: Consistency,
+        offline: bool,
+        rct_history: int,
+        tracked: bool,
+    ):
+        self.session_id = uuid.uuid4().hex
+        self.vm = vm
+        self.folder = folder
+        self.consistency = consistency
+        self.offline = offline
+        self.files: list[BackupFile] = []
+        self.events: list[str] = []
+        self.tracked = tracked  # RCT available for this VM (host OS + config version)
+        self._lock = lock
+        self._paths: dict[str, Path] = {}
+        self._history = rct_history
+        self._excluded: dict[str, list[Range]] = {}
+        self.ended = False
+
+    # ------------------------------------------------------------------ files
+
+    def add_file(self, name: str, path: Path, kind: str, disk_id: str = "") -> None:
+        if name in self._paths:
+            return
+        self._paths[name] = path
+        self.files.append(BackupFile(name, path.stat().st_size, kind, _opener(path), disk_id))
+
+    def _file(self, file_name: str) -> BackupFile:
+        for f in self.files:
+            if f.name == file_name:
+                return f
+        raise ConnectorError(f"{file_name!r} is not part of this backup session")
+
+    def _is_tracked_disk(self, f: BackupFile) -> bool:
+        return self.tracked and f.kind == "disk" and f.name.lower().endswith(".vhdx")
+
+    # ------------------------------------------------------------------ ranges
+
+    def changed_ranges(self, file_name: str, since_reference: str | None) -> list[Range] | None:
+        self._check_open()
+        f = self._file(file_name)
+        if since_reference is None or not self._is_tracked_disk(f):
+            return None
+        path = self._paths[file_name]
+        changes = RCTJournal(path, self._history).changes_since(since_reference)
+        with path.open("rb") as fh:
+            try:
+                read_vhdx_layout(fh)  # validates before anything trusts the BAT
+                data = vhdx_map.virtual_to_file_ranges(fh, changes.virtual)
+                meta = vhdx_map.metadata_ranges(fh)
+            except DiskFileError as exc:
+                raise InvalidVMConfig(f"{file_name}: {exc}") from exc
+        data = subtract(data, self.excluded_ranges(file_name))
+        growth = []
+        if f.size > changes.size_at_reference:
+            growth.append((changes.size_at_reference, f.size - changes.size_at_reference))
+        # The engine wants ranges inside the file; structure regions always are,
+        # but be strict so a bad BAT entry cannot produce an out-of-file range.
+        return [
+            (off, min(length, f.size - off))
+            for off, length in normalize([*data, *meta, *growth])
+            if off < f.size
+        ]
+
+    def excluded_ranges(self, file_name: str) -> list[Range]:
+        self._check_open()
+        f = self._file(file_name)
+        if f.kind != "disk" or not f.name.lower().endswith((".vhdx", ".avhdx")):
+            return []
+        if file_name not in self._excluded:
+            path = self._paths[file_name]
+            virtual = guestfs.volatile_virtual_ranges(path)
+            try:
+                file_ranges = vhdx_map.virtual_to_file_ranges(path, virtual) if virtual else []
+            except DiskFileError:
+                file_ranges = []  # excluding nothing is always safe
+            self._excluded[file_name] = file_ranges
+            if file_ranges:
+                self.events.append(
+                    f"{file_name}: {sum(n for _o, n in file_ranges)} bytes of paging files "
+                    "excluded from incremental reads"
+                )
+        return list(self._excluded[file_name])
+
+    # ------------------------------------------------------------------ end
+
+    def _check_open(self) -> None:
+        if self.ended:
+            raise ConnectorError("this backup session has already ended")
+
+    def finish(self, ok: bool) -> dict[str, str]:
+        self._check_open()
+        refs: dict[str, str] = {}
+        try:
+            if ok:
+                for f in self.files:
+                    if self._is_tracked_disk(f):
+                        refs[f.name] = RCTJournal(self._paths[f.name], self._history).create_reference()
+                self.events.append("reference point created (RCT ids recorded)")
+            else:
+                self.events.append("backup failed: checkpoint removed, no reference point kept")
+        finally:
+            self.ended = True
+            self._lock.release()
+        return refs
+
+    def __enter__(self) -> LabBackupSession:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self.ended:
+            self.finish(ok=False)
+
+
+def _disk_files(session: LabBackupSession, folder: Path, vm: VMInfo) -> None:
+    root = folder.resolve()
+    for disk in vm.disks:
+        if disk.pass_through:
+            session.events.append("pass-through disk skipped: not readable at host level")
+            continue
+        if disk.error:
+            raise InvalidVMConfig(f"VM {vm.name} cannot be backed up: {disk.error}")
+        path = Path(disk.path).resolve()
+        # Differencing disks need their parents; follow the chain inside the VM folder.
+        for _depth in range(64):
+            if not path.is_relative_to(root):  # e.g. a symlink pointing elsewhere
+                raise InvalidVMConfig(f"{disk.path} resolves outside the VM's folder")
+            name = str(PurePosixPath(path.relative_to(root)))
+            session.add_file(name, path, "disk", disk.disk_id)
+            if path.suffix.lower() != ".avhdx":
+                break
+            locator = read_vhdx_layout(path).parent_locator.get("relative_path", "")
+            parent = (path.parent / locator.replace("\\", "/")).resolve()
+            if not locator or not parent.is_relative_to(root) or not parent.exists():
+                raise InvalidVMConfig(f"{path.name}: parent disk {locator!r} not found in the VM")
+            path = parent
+
+
+def begin_lab_backup(connector: LabConnector, vm_id: str, wanted: Consistency) -> LabBackupSession:
+    cfg = connector.vm_config(vm_id)
+    host_cfg = connector.host_config()
+    from protection.connectors.lab import vm_info
+
+    vm = vm_info(cfg, host_cfg)
+    refusal = prerequisites.replica_refusal(vm)
+    if refusal:
+        raise BackupRefused(f"{vm.name} cannot be backed up now: {refusal}.")
+    host = connector.host_info(host_cfg)
+    consistency, offline, reasons = prerequisites.plan_consistency(vm, host, wanted)
+    known = prerequisites.host_os(host)
+    tracked = bool(known and known[1]) and (
+        prerequisites.version_tuple(vm.configuration_version) >= prerequisites.RCT_MIN_CONFIG_VERSION
+    )
+    lock = VMLock(cfg.folder, f"backup of {vm.name}").acquire(connector.lock_wait_seconds)
+    session = LabBackupSession(
+        vm, cfg.folder, lock, Consistency(consistency), offline, host_cfg.rct_history, tracked
+    )
+    try:
+        session.events.append(f"{consistency}-consistent checkpoint: {'; '.join(reasons)}")
+        if offline and vm.state == VMState.RUNNING:
+            _saved_state_checkpoint(session, cfg.folder)
+        _disk_files(session, cfg.folder, vm)
+        session.add_file(VM_FILE, cfg.folder / VM_FILE, "config")
+        for f in session.files:
+            if session._is_tracked_disk(f):
+                RCTJournal(cfg.folder / f.name, host_cfg.rct_history).load_or_start()
+    except BaseException:
+        session.ended = True
+        lock.release()
+        raise
+    return session
+
+
+def _saved_state_checkpoint(session: LabBackupSession, folder: Path) -> None:
+    """MABS offline backup: save the VM, take the checkpoint, resume it at once."""
+    started = time.monotonic()
+    update_vm_json(folder, state=VMState.SAVED.value)
+    try:
+        session.events.append("VM put in saved state for the checkpoint (offline backup)")
+    finally:
+        update_vm_json(folder, state=VMState.RUNNING.value)
+    session.events.append(f"VM resumed after {time.monotonic() - started:.2f} s in saved state")

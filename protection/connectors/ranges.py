@@ -1,0 +1,61 @@
+"""(offset, length) range arithmetic shared by the connector modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Range = tuple[int, int]
+
+
+def normalize(ranges: Iterable[Range]) -> list[Range]:
+    """Sorted, non-overlapping, adjacent ranges merged, empty ones dropped."""
+    out: list[Range] = []
+    for off, length in sorted((o, n) for o, n in ranges if n > 0):
+        if out and off <= out[-1][0] + out[-1][1]:
+            last_off, last_len = out[-1]
+            out[-1] = (last_off, max(last_len, off + length - last_off))
+        else:
+            out.append((off, length))
+    return out
+
+
+def subtract(ranges: Iterable[Range], holes: Iterable[Range]) -> list[Range]:
+    """``ranges`` minus ``holes`` (both arbitrary; result normalized)."""
+    result: list[Range] = []
+    hole_list = normalize(holes)
+    for off, length in normalize(ranges):
+        pos, end = off, off + length
+        for hoff, hlen in hole_list:
+            hend = hoff + hlen
+            if hend <= pos:
+                continue
+            if hoff >= end:
+                break
+            if hoff > pos:
+                result.append((pos, hoff - pos))
+            pos = max(pos, hend)
+            if pos >= end:
+                break
+        if pos < end:
+            result.append((pos, end - pos))
+    return result
+
+
+def intersect(ranges: Iterable[Range], window: Iterable[Range]) -> list[Range]:
+    a, b = normalize(ranges), normalize(window)
+    out: list[Range] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        start = max(a[i][0], b[j][0])
+        end = min(a[i][0] + a[i][1], b[j][0] + b[j][1])
+        if start < end:
+            out.append((start, end - start))
+        if a[i][0] + a[i][1] < b[j][0] + b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def total(ranges: Iterable[Range]) -> int:
+    return sum(length for _off, length in normalize(ranges))
