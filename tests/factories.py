@@ -10,8 +10,10 @@ from protection.models import ConnectionKind, Host, Job, JobKind, VirtualMachine
 
 def make_host(name: str = "hv01", **fields: Any) -> Host:
     return Host.objects.create(
-        name=name, connection_kind=fields.pop("connection_kind", ConnectionKind.LAB),
-        address=fields.pop("address", f"/nonexistent/{name}"), **fields
+        name=name,
+        connection_kind=fields.pop("connection_kind", ConnectionKind.LAB),
+        address=fields.pop("address", f"/nonexistent/{name}"),
+        **fields,
     )
 
 

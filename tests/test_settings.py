@@ -109,10 +109,15 @@ def test_env_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_database_urls() -> None:
-    postgres = parse_database_url("DATABASE_URL", "postgres://u:p%40ss@db.example:6543/backups?sslmode=require")
+    postgres = parse_database_url(
+        "DATABASE_URL", "postgres://u:p%40ss@db.example:6543/backups?sslmode=require"
+    )
     assert postgres["ENGINE"] == "django.db.backends.postgresql"
     assert (postgres["USER"], postgres["PASSWORD"], postgres["HOST"], postgres["PORT"]) == (
-        "u", "p@ss", "db.example", "6543"
+        "u",
+        "p@ss",
+        "db.example",
+        "6543",
     )
     assert postgres["OPTIONS"] == {"sslmode": "require"}
     sqlite = parse_database_url("DATABASE_URL", "sqlite:////var/lib/backup/db.sqlite3")
