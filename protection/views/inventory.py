@@ -1,12 +1,23 @@
 from __future__ import annotations
 
+from django.contrib import messages
 from django.db.models import Count, Prefetch
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from backupsite.permissions import Action, get_for_user, require, visible
-from protection.models import Host, Job, ProtectionGroup, RecoveryPoint, VirtualMachine
+from protection.forms.actions import StopProtectionForm, VMJobForm
+from protection.models import Host, JobKind, ProtectionGroup, VirtualMachine
+from protection.services import groups as group_service
+from protection.services.hosts import vm_prerequisites
+
+VM_ACTIONS = [
+    (JobKind.RECOVERY_POINT, "Create recovery point now"),
+    (JobKind.SYNCHRONIZATION, "Synchronize now"),
+    (JobKind.CONSISTENCY_CHECK, "Perform consistency check"),
+    (JobKind.EXPRESS_FULL, "Express full backup"),
+]
 
 
 @require_GET
@@ -23,14 +34,6 @@ def protection_overview(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    host = get_for_user(request, Host.objects.select_related("cluster"), pk=pk)
-    machines = host.virtual_machines.present().select_related("data_source__group")
-    jobs = host.jobs.all()[:20]
-    return render(request, "protection/host_detail.html", {"host": host, "machines": machines, "jobs": jobs})
-
-
-@require_GET
 def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     vm = get_for_user(
         request, VirtualMachine.objects.select_related("host", "cluster", "data_source__group"), pk=pk
@@ -38,17 +41,40 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "vm": vm,
         "disks": vm.disks.all(),
+        "prerequisites": vm_prerequisites(vm) if vm.removed_at is None else None,
         "recovery_points": vm.recovery_points.filter(deleted_at__isnull=True)[:50],
         "jobs": vm.jobs.all()[:20],
+        "vm_actions": VM_ACTIONS,
+        "stop_form": StopProtectionForm(),
     }
     return render(request, "protection/vm_detail.html", context)
 
 
-@require_GET
-def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    group = get_for_user(request, ProtectionGroup.objects.select_related("datastore"), pk=pk)
-    members = group.members.select_related("vm__host")
-    points = RecoveryPoint.objects.filter(group=group).select_related("vm")[:50]
-    jobs = Job.objects.filter(group=group)[:20]
-    context = {"group": group, "members": members, "recovery_points": points, "jobs": jobs}
-    return render(request, "protection/group_detail.html", context)
+@require_POST
+def vm_run_job(request: HttpRequest, pk: int) -> HttpResponse:
+    vm = get_for_user(request, VirtualMachine.objects.all(), Action.PROTECT, pk=pk)
+    form = VMJobForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Unknown backup kind.")
+    try:
+        job = group_service.run_vm_job(vm, form.cleaned_data["kind"], request.user, request=request)
+    except group_service.ProtectionError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"{job.get_kind_display()} of {vm} submitted (job #{job.pk}).")
+    return redirect(vm)
+
+
+@require_POST
+def vm_stop_protection(request: HttpRequest, pk: int) -> HttpResponse:
+    vm = get_for_user(request, VirtualMachine.objects.all(), Action.PROTECT, pk=pk)
+    form = StopProtectionForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Choose whether to keep or delete the recovery points.")
+    try:
+        job = group_service.stop_vm_protection(vm, form.keep_data, request.user, request=request)
+    except group_service.ProtectionError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Stopping the protection of {vm} (job #{job.pk}).")
+    return redirect(vm)

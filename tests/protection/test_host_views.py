@@ -280,3 +280,19 @@ def test_host_detail_buttons_only_for_administrators(readonly_client: Client, ad
     url = reverse("protection:host-detail", args=[host.pk])
     assert b"Refresh inventory" not in readonly_client.get(url).content
     assert b"Refresh inventory" in admin_client.get(url).content
+
+
+def test_add_host_name_taken_at_the_same_moment(
+    admin_client: Client, lab_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from protection.forms.hosts import HostForm
+
+    # The form's check passed, then another administrator saved the same name.
+    monkeypatch.setattr(HostForm, "clean_name", lambda form: form.cleaned_data["name"])
+    make_host("hv07")
+    response = admin_client.post(ADD, host_data(lab_folder))
+    assert (
+        response.status_code == 200
+        and "A host named “hv07” is already registered." in response.content.decode()
+    )
+    assert Host.objects.count() == 1 and not Job.objects.exists()

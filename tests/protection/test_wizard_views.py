@@ -442,6 +442,28 @@ def test_vm_protected_by_someone_else_before_create(
     assert ProtectionGroup.objects.get().name == "Silver" and not Job.objects.exists()
 
 
+def test_vm_taken_between_the_last_check_and_create(
+    operator_client: Client,
+    draft: ProtectionGroupDraft,
+    valid: Input,
+    vms: list[VirtualMachine],
+    datastore: Datastore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from protection.forms import wizard
+
+    fill(operator_client, draft, valid)
+    draft.refresh_from_db()
+    stale = wizard.clean_draft(draft)
+    protect(vms[1], ProtectionGroup.objects.create(name="Silver", datastore=datastore))
+    monkeypatch.setattr(wizard, "clean_draft", lambda _draft: stale)
+    response = operator_client.post(url(draft, "summary"), follow=True)
+    assert response.redirect_chain[-1][0] == url(draft, "members")
+    assert "Already protected in another protection group: web01 (in Silver)." in response.content.decode()
+    assert list(ProtectionGroup.objects.values_list("name", flat=True)) == ["Silver"]
+    assert not Job.objects.exists() and ProtectionGroupDraft.objects.filter(pk=draft.pk).exists()
+
+
 def test_unfinished_draft_cannot_be_created(
     operator_client: Client, draft: ProtectionGroupDraft, valid: Input
 ) -> None:
@@ -515,6 +537,31 @@ def test_modify_without_new_members_keeps_the_replica_settings(
     group.refresh_from_db()
     assert group.name == "Platinum" and group.replica_creation_method == ReplicaCreationMethod.SCHEDULED
     assert group.replica_creation_at == when and not Job.objects.exists()
+
+
+def test_adding_now_keeps_a_scheduled_replica_of_waiting_members(
+    operator_client: Client, connector: FakeConnector, datastore: Datastore
+) -> None:
+    when = timezone.now() + timedelta(hours=6)
+    group = ProtectionGroup.objects.create(
+        name="Gold", datastore=datastore, recovery_point_times=["20:00"], recovery_point_days=[6],
+        replica_creation_method=ReplicaCreationMethod.SCHEDULED, replica_creation_at=when,
+    )  # fmt: skip
+    waiting, new = vm_with_disk("sql01"), vm_with_disk("web01")
+    protect(waiting, group, replica_state=ReplicaState.PENDING)
+    operator_client.post(reverse("protection:group-modify", args=[group.pk]))
+    draft = ProtectionGroupDraft.objects.get()
+    post(operator_client, draft, "members", {"vms": [str(waiting.pk), str(new.pk)]})
+    assert operator_client.post(url(draft, "summary")).status_code == 302
+    group.refresh_from_db()
+    assert (
+        group.replica_creation_method == ReplicaCreationMethod.SCHEDULED and group.replica_creation_at == when
+    )
+    assert dict(group.members.values_list("vm__name", "replica_state")) == {
+        "sql01": "pending",
+        "web01": "creating",
+    }
+    assert list(Job.objects.values_list("kind", "vm__name")) == [(JobKind.INITIAL_REPLICA, "web01")]
 
 
 # --------------------------------------------------------------------------- who may use a draft

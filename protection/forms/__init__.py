@@ -1,0 +1,1 @@
+"""Forms of the protection pages: hosts, VM and group actions, and the group wizard."""

@@ -1,0 +1,1 @@
+"""Business operations the views and jobs call."""
