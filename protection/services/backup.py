@@ -340,15 +340,19 @@ def _summary(outcome: BackupOutcome) -> str:
     point = outcome.point
     mib = 1024 * 1024
     text = (
-        f"{outcome.point_kind.replace('_', ' ').capitalize()} created: read {point.bytes_read / mib:.1f} MiB "
+        f"{RecoveryPointKind(outcome.point_kind).label} created: read {point.bytes_read / mib:.1f} MiB "
         f"of {point.total_bytes / mib:.1f} MiB, stored {point.bytes_new / mib:.1f} MiB new"
     )
     if outcome.change_tracking_used:
         text += " (change tracking)"
-    if outcome.damaged_chunks or outcome.differing_chunks:
-        text += (
-            f"; repaired {outcome.damaged_chunks} damaged and {outcome.differing_chunks} differing chunk(s)"
-        )
+    if outcome.point_kind == RecoveryPointKind.CONSISTENCY_CHECK:
+        if outcome.damaged_chunks or outcome.differing_chunks:
+            text += (
+                f"; repaired the replica: {outcome.damaged_chunks} damaged and "
+                f"{outcome.differing_chunks} differing chunk(s)"
+            )
+        else:
+            text += "; the replica was consistent, nothing to repair"
     return text
 
 
