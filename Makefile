@@ -12,9 +12,9 @@ export BACKUPSITE_DATA_DIR ?= $(DATA_DIR)
 # Debian packages: lab disks are real VHDX files built with these tools.
 RUN_DEB := qemu-utils ntfs-3g gdisk e2fsprogs
 # Tests also drive a real browser and real peers.
-TEST_DEB := $(RUN_DEB) chromium dosfstools mtools samba
+TEST_DEB := $(RUN_DEB) chromium dosfstools mtools exfatprogs fuse3 samba
 RUN_TOOLS := qemu-img qemu-io mkntfs ntfscp sgdisk mkfs.ext4
-TEST_TOOLS := $(RUN_TOOLS) chromium smbd mkfs.vfat
+TEST_TOOLS := $(RUN_TOOLS) chromium smbd mkfs.vfat mkfs.exfat
 
 .PHONY: help venv run test lint system-packages-run system-packages-test demo bench
 
