@@ -29,14 +29,13 @@ from protection.models.inventory import (
 from protection.models.jobs import ACTIVE_STATES, FINISHED_STATES, Job, JobKind, JobState, VMLock
 
 __all__ = [
-    "Alert",
-    "AlertKind",
-    "AlertSeverity",
-    "ProtectionGroupDraft",
     "ACTIVE_STATES",
     "FINISHED_STATES",
     "MAX_RETENTION_DAYS",
     "SYNC_FREQUENCY_CHOICES",
+    "Alert",
+    "AlertKind",
+    "AlertSeverity",
     "Cluster",
     "ClusterSharedVolume",
     "ConnectionKind",
@@ -51,6 +50,7 @@ __all__ = [
     "OSFamily",
     "ProtectedDataSource",
     "ProtectionGroup",
+    "ProtectionGroupDraft",
     "RecoveryPoint",
     "RecoveryPointKind",
     "RecoveryPointLocation",

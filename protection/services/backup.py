@@ -32,7 +32,7 @@ from storage.engine import Datastore as EngineDatastore
 from storage.engine import EngineError, PointInfo, Progress, RetentionPolicy, SourceFile
 from storage.models import Datastore
 
-POINT_KIND_FOR_JOB = {
+POINT_KIND_FOR_JOB: dict[str, RecoveryPointKind] = {
     JobKind.INITIAL_REPLICA: RecoveryPointKind.INITIAL,
     JobKind.SYNCHRONIZATION: RecoveryPointKind.SYNC,
     JobKind.RECOVERY_POINT: RecoveryPointKind.RECOVERY_POINT,

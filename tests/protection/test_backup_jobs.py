@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from protection.connectors import Consistency
 from protection.connectors.labguest import churn
 from protection.jobs.runner import run_job
 from protection.models import (
@@ -76,7 +76,7 @@ def test_page_file_changes_are_left_out_of_incrementals(protected_lab: Protected
     sync = run(JobKind.SYNCHRONIZATION, lab, vm)
     assert sync.state == JobState.SUCCEEDED, sync.traceback
     assert "paging files excluded" in sync.log
-    session = lab.connector.begin_backup(vm.hyperv_id, "application")
+    session = lab.connector.begin_backup(vm.hyperv_id, Consistency.APPLICATION)
     try:
         excluded = session.excluded_ranges(f"Virtual Hard Disks/{disk.name}")
     finally:
