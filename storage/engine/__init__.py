@@ -1,0 +1,66 @@
+"""Backup engine: a content-addressed, deduplicated, compressed chunk store.
+
+Pure Python, no Django. See docs/datastore-format.md.
+"""
+
+from .backup import Progress
+from .datastore import Datastore, Usage
+from .errors import (
+    Busy,
+    Cancelled,
+    ChunkMissing,
+    CorruptChunk,
+    CorruptIndex,
+    DatastoreExists,
+    DatastoreNotFound,
+    EngineError,
+    FileNotInPoint,
+    FormatVersionError,
+    InvalidPolicy,
+    InvalidSource,
+    NoSpace,
+    PointNotFound,
+    SourceReadError,
+    WrongKey,
+)
+from .format import FORMAT_VERSION
+from .gc import GCReport
+from .points import FileInfo, PointInfo
+from .reader import PointFileReader
+from .restore import RateLimiter, RestoreResult
+from .retention import RetentionPolicy
+from .source import SourceFile
+from .verify import VerifyProgress, VerifyReport
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Busy",
+    "Cancelled",
+    "ChunkMissing",
+    "CorruptChunk",
+    "CorruptIndex",
+    "Datastore",
+    "DatastoreExists",
+    "DatastoreNotFound",
+    "EngineError",
+    "FileInfo",
+    "FileNotInPoint",
+    "FormatVersionError",
+    "GCReport",
+    "InvalidPolicy",
+    "InvalidSource",
+    "NoSpace",
+    "PointFileReader",
+    "PointInfo",
+    "PointNotFound",
+    "Progress",
+    "RateLimiter",
+    "RestoreResult",
+    "RetentionPolicy",
+    "SourceFile",
+    "SourceReadError",
+    "Usage",
+    "VerifyProgress",
+    "VerifyReport",
+    "WrongKey",
+]

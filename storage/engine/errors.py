@@ -1,0 +1,88 @@
+"""One exception hierarchy for everything the engine raises.
+
+Callers (Django jobs, the CLI) catch ``EngineError`` and show ``str(exc)``: every
+message is written to be shown to an administrator as one line.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class EngineError(Exception):
+    """Base class of every error raised on purpose by the engine."""
+
+
+class DatastoreNotFound(EngineError):
+    pass
+
+
+class DatastoreExists(EngineError):
+    pass
+
+
+class FormatVersionError(EngineError):
+    pass
+
+
+class WrongKey(EngineError):
+    """Missing or wrong encryption key."""
+
+
+class CorruptChunk(EngineError):
+    def __init__(self, digest: str, reason: str) -> None:
+        super().__init__(f"chunk {digest} is damaged: {reason}")
+        self.digest = digest
+        self.reason = reason
+
+
+class ChunkMissing(CorruptChunk):
+    def __init__(self, digest: str) -> None:
+        super().__init__(digest, "missing from the datastore")
+
+
+class CorruptIndex(EngineError):
+    pass
+
+
+class NoSpace(EngineError):
+    pass
+
+
+class SourceReadError(EngineError):
+    pass
+
+
+class InvalidSource(EngineError):
+    """Bad input from the caller: unsafe file name, bad changed range, ..."""
+
+
+class Cancelled(EngineError):
+    pass
+
+
+class PointNotFound(EngineError):
+    pass
+
+
+class FileNotInPoint(EngineError):
+    pass
+
+
+class Busy(EngineError):
+    """Another exclusive operation (GC) holds the datastore lock."""
+
+
+class InvalidPolicy(EngineError):
+    pass
+
+
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def wrap_oserror(exc: OSError, what: str) -> EngineError:
+    """Turn an OSError into the engine error a caller can act on."""
+    if exc.errno in _SPACE_ERRNOS:
+        return NoSpace(f"no space left on the datastore device while {what}")
+    detail = exc.strerror or str(exc)
+    return EngineError(f"I/O error while {what}: {detail}")
