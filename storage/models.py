@@ -77,7 +77,9 @@ class Datastore(models.Model):
     def refresh_usage(self) -> None:
         """Walk the store for exact figures: O(chunks), so only maintenance jobs call it."""
         usage = self.open_engine().usage()
-        Datastore.objects.filter(pk=self.pk).update(used_bytes=usage.total_bytes, chunk_count=usage.chunk_count)
+        Datastore.objects.filter(pk=self.pk).update(
+            used_bytes=usage.total_bytes, chunk_count=usage.chunk_count
+        )
 
     def add_usage(self, bytes_stored: int) -> None:
         """Cheap running total after a backup; the next verify or GC makes it exact."""

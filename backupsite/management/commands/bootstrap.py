@@ -17,7 +17,6 @@ from django_q.models import Schedule
 from backupsite.models import AuditEvent
 from storage.models import Datastore
 
-
 # Every minute: the protection scheduler decides what is due from the policies, and
 # the reaper fails jobs whose worker died so their VM locks are freed.
 SCHEDULES = {
