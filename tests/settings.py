@@ -17,7 +17,9 @@ import backupsite.settings as _production
 globals().update({name: value for name, value in vars(_production).items() if name.isupper()})
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-Q_CLUSTER = {**_production.Q_CLUSTER, "sync": True}
+# Jobs run inline in tests, except in a real worker cluster started by an integration test
+# (tests/browser/workers.py), which sets this switch for its qcluster process.
+Q_CLUSTER = {**_production.Q_CLUSTER, "sync": os.environ.get("BACKUPSITE_TEST_REAL_WORKERS") != "1"}
 # Production uses hashed names from collectstatic; tests serve straight from the apps.
 STORAGES = {
     **_production.STORAGES,

@@ -81,7 +81,12 @@ def test_deploy_check_passes_with_production_settings(tmp_path: Path) -> None:
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
         env={
-            **{key: value for key, value in os.environ.items() if key != "BACKUPSITE_HTTPS"},
+            # The browser tests set DJANGO_ALLOW_ASYNC_UNSAFE for their own process only.
+            **{
+                key: value
+                for key, value in os.environ.items()
+                if key not in {"BACKUPSITE_HTTPS", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+            },
             **environment,
             "SECRET_KEY": secrets.token_urlsafe(50),
             "DEBUG": "0",
