@@ -50,6 +50,16 @@ if BACKUPSITE_CREDENTIALS_KEY is not None:
             "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
         ) from None
 
+# Folders on this server that item-level recoveries may write into.
+RECOVERY_ROOTS = env_list("BACKUPSITE_RECOVERY_ROOTS", ["/srv", "/mnt", "/media"])
+for _root in RECOVERY_ROOTS:
+    if not _root.startswith("/"):
+        raise ImproperlyConfigured(f"BACKUPSITE_RECOVERY_ROOTS holds absolute paths only; got {_root!r}")
+# Absolute base URL for links in emails, e.g. https://backup.example.com
+SITE_URL = (env_str("SITE_URL", "") or "").rstrip("/")
+if SITE_URL and not SITE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"SITE_URL must start with http:// or https://; got {SITE_URL!r}")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

@@ -114,7 +114,7 @@ LOG_TEMPLATES = [
 
 def make_log(path: Path, size: int, seed: int) -> None:
     rng = random.Random(seed)
-    t = 1_700_000_000 + seed * 1000
+    t = 1_700_000_000.0 + seed * 1000
     with open(path, "w") as f:
         written = 0
         while written < size:
@@ -353,7 +353,7 @@ def one_run(run_no: int, pristine: Path, work: Path, tools: list[str], res: dict
     shutil.rmtree(repos, ignore_errors=True)
     repos.mkdir()
     order = tools[run_no % len(tools) :] + tools[: run_no % len(tools)]
-    objs = {"ours": Ours, "restic": Restic, "borg": Borg}
+    objs: dict[str, type[Ours] | type[Restic] | type[Borg]] = {"ours": Ours, "restic": Restic, "borg": Borg}
     inst = {t: objs[t](repos / t) for t in order}
     for t in order:
         inst[t].init()

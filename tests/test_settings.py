@@ -47,6 +47,8 @@ def run_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ("EMAIL_PORT", "70000", "EMAIL_PORT must be at most 65535"),
         ("ALLOWED_HOSTS", "a,,b", "ALLOWED_HOSTS is a comma-separated list"),
         ("BACKUPSITE_CREDENTIALS_KEY", "not-a-key", "BACKUPSITE_CREDENTIALS_KEY must be a Fernet key"),
+        ("BACKUPSITE_RECOVERY_ROOTS", "/srv,relative/dir", "BACKUPSITE_RECOVERY_ROOTS holds absolute paths"),
+        ("SITE_URL", "backup.example.com", "SITE_URL must start with http"),
     ],
 )
 def test_bad_value_fails_at_start(tmp_path: Path, variable: str, value: str, expected: str) -> None:

@@ -99,6 +99,9 @@ class Job(models.Model):
         return f"#{self.pk} {self.get_kind_display()}" + (f" of {target}" if target else "")
 
     def get_absolute_url(self) -> str:
+        if self.kind == JobKind.RECOVERY:
+            # Recoveries have their own status page with per-item results.
+            return reverse("recovery:status", args=[self.pk])
         return reverse("protection:job-detail", args=[self.pk])
 
     @property

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 from .errors import Busy, wrap_oserror
@@ -84,6 +85,9 @@ def running_backups(root: str, *, remove_stale: bool = True) -> list[RunningBack
         return []
     out = []
     for name in names:
+        if name.startswith(".") and ".tmp-" in name and remove_stale:
+            _remove_dead_temp(os.path.join(d, name))
+            continue
         if not name.endswith(SUFFIX) or name.startswith("."):
             continue
         path = os.path.join(d, name)
@@ -123,6 +127,28 @@ class GCLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _remove_dead_temp(path: str) -> None:
+    """A marker that never got renamed into place (its backup was killed).
+
+    Its creator locks it microseconds after creating it, so an unlocked temp
+    marker older than a second has no owner.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        if time.time() - os.fstat(fd).st_mtime < 1.0:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        unlink_quiet(path)
+    finally:
+        os.close(fd)
 
 
 def pinned_points(root: str) -> set[str]:

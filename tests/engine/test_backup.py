@@ -190,7 +190,7 @@ def test_file_object_sources(ds: Datastore, tmp_path: Path) -> None:
         def tell(self) -> int:
             return self._b.tell()
 
-    p = ds.backup("vm", [SourceFile("r", Remote, size=len(data))])
+    p = ds.backup("vm", [SourceFile("r", Remote, size=len(data))])  # type: ignore[arg-type]  # duck-typed stream
     assert (restored(ds, p.id, tmp_path) / "r").read_bytes() == data
 
 

@@ -183,7 +183,10 @@ def test_sigkill_during_backup_never_breaks_committed_points(tmp_path: Path) -> 
         out = tmp_path / "out" / p.id
         store.restore(p.id, out)
         assert sha(out / "disk.vhdx") == expected[p.metadata["iteration"]]
+    # A marker killed before its rename is only removed once it is a second old
+    # (its creator locks it microseconds after creating it).
+    time.sleep(1.1)
     store.gc(grace_seconds=0)
     assert not [d for d in (ds / "points").iterdir() if not (d / "manifest.json").exists()]
     assert store.verify().ok
-    assert os.listdir(ds / "in-progress") in ([], ["gc.lock"], [".clock", "gc.lock"], ["gc.lock", ".clock"])
+    assert set(os.listdir(ds / "in-progress")) <= {".clock", "gc.lock"}

@@ -4,6 +4,7 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_incremental_from_virtual_ranges_restores_identical(tmp_path: Path, bloc
         qemu_write(disk, writes)
         vranges = [(o, n) for o, n, _ in writes]
         with ds.open_file(ds.points("vm")[-1].id, "disk.vhdx") as previous:
-            franges = virtual_to_file_ranges(disk, vranges, previous=previous)
+            franges = virtual_to_file_ranges(disk, vranges, previous=cast(BinaryIO, previous))
         assert franges == merge_ranges(franges)
         p = ds.backup("vm", [SourceFile("disk.vhdx", disk, changed_ranges=franges)])
         assert p.bytes_read < disk.stat().st_size // 2

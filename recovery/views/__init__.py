@@ -1,0 +1,1 @@
+"""Recovery views: find a VM, pick a point, run the wizard, watch the recovery."""
