@@ -170,7 +170,7 @@ class PlannedVM:
 def plan_vms(host_name: str, count: int, disk_size: int, seed: str = "") -> list[PlannedVM]:
     """The demo mix: Windows gen-2 NTFS guests with a pagefile, one Linux ext4
     guest, and one Windows guest on a fixed-size disk."""
-    prefix = host_name.split(".")[0].upper()[:8]
+    prefix = host_name.split(".")[0].upper()[:15]
     pagefile = max(4 * MiB, min(256 * MiB, disk_size // 16) // MiB * MiB)
     data = max(2 * MiB, min(512 * MiB, disk_size // 16) // MiB * MiB)
     planned = []
