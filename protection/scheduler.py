@@ -160,40 +160,36 @@ def _due_for(
     if state != ReplicaState.OK:
         return None  # creating, or waiting for offline media
 
-    if group.consistency_check_daily_at is not None:
-        slot = _slot_due(
-            [group.consistency_check_daily_at.strftime("%H:%M")],
+    # Most important first: one job per VM per tick, and an express full or a
+    # consistency check also refreshes the replica a recovery point would have.
+    daily_check = group.consistency_check_daily_at
+    slotted = [
+        (
+            JobKind.CONSISTENCY_CHECK,
+            [daily_check.strftime("%H:%M")] if daily_check else [],
             list(range(7)),
             source.last_consistency_check_at,
-            JobKind.CONSISTENCY_CHECK,
-            source,
-            now,
-            attempts,
-        )
+            "daily consistency check",
+        ),
+        (
+            JobKind.EXPRESS_FULL,
+            group.express_full_times,
+            group.express_full_days,
+            source.last_express_full_at,
+            "express full backup scheduled",
+        ),
+        (
+            JobKind.RECOVERY_POINT,
+            group.recovery_point_times,
+            group.recovery_point_days,
+            source.last_recovery_point_at,
+            "recovery point scheduled",
+        ),
+    ]
+    for kind, times, days, done_at, label in slotted:
+        slot = _slot_due(times, days, done_at, kind, source, now, attempts)
         if slot is not None:
-            return DueJob(JobKind.CONSISTENCY_CHECK, source, f"daily consistency check at {slot:%H:%M}")
-    slot = _slot_due(
-        group.express_full_times,
-        group.express_full_days,
-        source.last_express_full_at,
-        JobKind.EXPRESS_FULL,
-        source,
-        now,
-        attempts,
-    )
-    if slot is not None:
-        return DueJob(JobKind.EXPRESS_FULL, source, f"express full backup scheduled at {slot:%H:%M}")
-    slot = _slot_due(
-        group.recovery_point_times,
-        group.recovery_point_days,
-        source.last_recovery_point_at,
-        JobKind.RECOVERY_POINT,
-        source,
-        now,
-        attempts,
-    )
-    if slot is not None:
-        return DueJob(JobKind.RECOVERY_POINT, source, f"recovery point scheduled at {slot:%H:%M}")
+            return DueJob(kind, source, f"{label} at {slot:%H:%M}")
     frequency = group.sync_frequency_minutes
     if frequency:
         interval = timedelta(minutes=frequency)
