@@ -28,7 +28,7 @@ from protection.connectors.base import BackupRefused, ConnectorError
 from protection.connectors.labconfig import LabVMConfig
 from protection.connectors.ranges import Range, normalize, total
 from protection.connectors.rct import RCTJournal
-from protection.connectors.vhdxfile import PB_FULLY_PRESENT, read_vhdx_layout
+from protection.connectors.vhdxfile import PAYLOAD_BLOCK_FULLY_PRESENT, read_vhdx_layout
 
 LOCK_FILE = ".lab.lock"
 KiB = 1024
@@ -158,8 +158,8 @@ def plan_churn(disk: Path, percent: float, rng: random.Random) -> list[tuple[int
     layout = read_vhdx_layout(disk)
     allocated = sum(
         layout.block_size
-        for b in range(layout.payload_blocks)
-        if layout.payload_entry(b)[0] == PB_FULLY_PRESENT
+        for b in range(layout.data_blocks)
+        if layout.block_entry(b)[0] == PAYLOAD_BLOCK_FULLY_PRESENT
     )
     wanted = max(1, math.ceil(allocated * percent / 100 / WRITE_SIZE))
     targets = churn_targets(disk)

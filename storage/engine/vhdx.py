@@ -1,8 +1,15 @@
-"""Minimal VHDX reader: map virtual-disk ranges (what RCT reports) to file ranges.
+"""The one VHDX parser: on-disk structure, and virtual-disk ranges (what RCT
+reports) mapped to file ranges.
 
-Only the structures needed for incremental backups are parsed: headers, region
-table, metadata (block size, logical sector size, virtual size) and the BAT.
-Reference: [MS-VHDX] sections 2.2-2.5.
+Parsed and validated: file identifier, both headers (checksummed, highest
+sequence number wins), both region tables, the metadata region (block size,
+sector sizes, virtual size, disk id, parent locator) and the BAT. Anything
+unusable -- corrupt, truncated, garbage that passes the signature checks --
+raises ``VhdxError`` with a message in plain words; no other exception escapes
+``read_layout`` for a bad file (a missing or unreadable file raises ``OSError``).
+Connectors wrap this module (protection/connectors/vhdxfile.py); it must stay
+free of Django and of anything under protection/.
+Reference: [MS-VHDX] sections 2.2-2.6.
 """
 
 from __future__ import annotations
@@ -26,8 +33,12 @@ BAT_GUID = uuid.UUID("2DC27766-F623-4200-9D64-115E9BFD4A08")
 METADATA_GUID = uuid.UUID("8B7CA206-4790-4B9A-B8FE-575F050F886E")
 FILE_PARAMETERS = uuid.UUID("CAA16737-FA36-4D43-B3B6-33F0AA44E76B")
 VIRTUAL_DISK_SIZE = uuid.UUID("2FA54224-CD1B-4876-B211-5DBED83BF4B8")
+VIRTUAL_DISK_ID = uuid.UUID("BECA12AB-B2E6-4523-93EF-C309E000C746")
 LOGICAL_SECTOR_SIZE = uuid.UUID("8141BF1D-A96F-4709-BA47-F233A8FAAB5F")
+PHYSICAL_SECTOR_SIZE = uuid.UUID("CDA348C7-445D-4471-9CC9-E9885251C556")
+PARENT_LOCATOR = uuid.UUID("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C")
 
+# BAT payload block states ([MS-VHDX] 2.5.1.1)
 PAYLOAD_BLOCK_NOT_PRESENT = 0
 PAYLOAD_BLOCK_UNDEFINED = 1
 PAYLOAD_BLOCK_ZERO = 2
@@ -38,6 +49,7 @@ SB_BLOCK_PRESENT = 6
 _PRESENT = (PAYLOAD_BLOCK_FULLY_PRESENT, PAYLOAD_BLOCK_PARTIALLY_PRESENT)
 
 HEADER_SECTION = 1 * MiB  # file identifier, two headers, two region tables
+_MAX_ENTRIES = 2047  # a 64 KiB region/metadata table cannot hold more
 
 Range = tuple[int, int]
 
@@ -74,14 +86,28 @@ def _checksum_ok(block: bytes) -> bool:
 
 @dataclass(frozen=True)
 class VhdxLayout:
+    file_size: int
     virtual_size: int
     block_size: int
     logical_sector_size: int
-    has_parent: bool
+    physical_sector_size: int
+    disk_id: str
+    leave_blocks_allocated: bool  # set by "fixed" VHDX creation
+    has_parent: bool  # a differencing disk
+    parent_locator: dict[str, str]  # empty unless has_parent
+    log_guid: uuid.UUID  # not zero: the log needs replay, the data may be stale
     log_offset: int
     log_length: int
     regions: list[tuple[uuid.UUID, int, int]]  # (guid, file offset, length)
-    bat: array.array  # type: ignore[type-arg]
+    bat_offset: int
+    bat_length: int
+    metadata_offset: int
+    metadata_length: int
+    bat: array.array  # type: ignore[type-arg]  # raw entries, sector bitmap entries interleaved
+
+    @property
+    def log_guid_zero(self) -> bool:
+        return self.log_guid.int == 0
 
     @property
     def chunk_ratio(self) -> int:
@@ -103,6 +129,49 @@ class VhdxLayout:
         e = self.bat[chunk * (self.chunk_ratio + 1) + self.chunk_ratio]
         return e & 7, (e >> 20) * MiB
 
+    def virtual_to_file(self, virtual_ranges: Iterable[Range]) -> list[Range]:
+        """File ranges holding the given virtual-disk ranges (merged).
+
+        Blocks not present in this file (never written, zero, unmapped, in the
+        parent) map to nothing: their state lives in the BAT, a metadata range.
+        """
+        bs = self.block_size
+        out: list[Range] = []
+        for voff, vlen in virtual_ranges:
+            if vlen <= 0:
+                continue
+            if voff < 0 or voff + vlen > self.virtual_size:
+                raise VhdxError(
+                    f"virtual range {voff}+{vlen} lies outside the disk (size {self.virtual_size})"
+                )
+            end = voff + vlen
+            pos = voff
+            while pos < end:
+                block = pos // bs
+                in_block = pos - block * bs
+                n = min(end - pos, bs - in_block)
+                state, foff = self.block_entry(block)
+                if state in _PRESENT and foff:
+                    out.append((foff + in_block, n))
+                pos += n
+        return merge_ranges(out)
+
+    def metadata_ranges(self) -> list[Range]:
+        """File ranges that change with almost any write: header section, log, every
+        region (BAT, metadata, ...) and the present sector bitmap blocks."""
+        out: list[Range] = [(0, HEADER_SECTION)]
+        if self.log_length:
+            out.append((self.log_offset, self.log_length))
+        out.extend((o, n) for _g, o, n in self.regions)
+        chunks = -(-self.data_blocks // self.chunk_ratio)
+        for c in range(chunks):
+            idx = c * (self.chunk_ratio + 1) + self.chunk_ratio
+            if idx < len(self.bat):
+                state, off = self.bitmap_entry(c)
+                if state == SB_BLOCK_PRESENT and off:
+                    out.append((off, MiB))
+        return merge_ranges(out)
+
 
 @contextmanager
 def _as_file(src: str | os.PathLike[str] | BinaryIO) -> Iterator[BinaryIO]:
@@ -117,75 +186,155 @@ def _read(f: BinaryIO, off: int, n: int) -> bytes:
     f.seek(off)
     data = f.read(n)
     if data is None or len(data) != n:
-        raise VhdxError(f"VHDX is truncated (wanted {n} bytes at {off})")
+        raise VhdxError(f"the file is truncated (needed {n} bytes at offset {off})")
     return data
 
 
+def _file_size(f: BinaryIO) -> int:
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, ValueError):
+        pos = f.tell()
+        size = f.seek(0, os.SEEK_END)
+        f.seek(pos)
+        return size
+
+
 def read_layout(src: str | os.PathLike[str] | BinaryIO) -> VhdxLayout:
+    """Parse and validate the structure; raises VhdxError for anything unusable."""
     with _as_file(src) as f:
-        if _read(f, 0, 8) != b"vhdxfile":
-            raise VhdxError("not a VHDX file (no 'vhdxfile' signature)")
-        best: tuple[int, bytes] | None = None
-        for off in (64 * KiB, 128 * KiB):
-            h = _read(f, off, 4 * KiB)
-            if h[:4] == b"head" and _checksum_ok(h):
-                seq = struct.unpack_from("<Q", h, 8)[0]
-                if best is None or seq > best[0]:
-                    best = (seq, h)
-        if best is None:
-            raise VhdxError("VHDX has no valid header")
-        h = best[1]
-        log_length, log_offset = struct.unpack_from("<IQ", h, 68)
-        regions: list[tuple[uuid.UUID, int, int]] = []
-        for off in (192 * KiB, 256 * KiB):
-            rt = _read(f, off, 64 * KiB)
-            if rt[:4] == b"regi" and _checksum_ok(rt):
-                count = struct.unpack_from("<I", rt, 8)[0]
-                for i in range(min(count, 2047)):
-                    g, foff, ln, _req = struct.unpack_from("<16sQII", rt, 16 + 32 * i)
-                    regions.append((uuid.UUID(bytes_le=g), foff, ln))
-                break
-        else:
-            raise VhdxError("VHDX has no valid region table")
-        reg = {g: (o, n) for g, o, n in regions}
-        if BAT_GUID not in reg or METADATA_GUID not in reg:
-            raise VhdxError("VHDX region table lacks the BAT or metadata region")
-        moff, mlen = reg[METADATA_GUID]
-        meta = _read(f, moff, min(mlen, 64 * KiB))
-        if meta[:8] != b"metadata":
-            raise VhdxError("VHDX metadata table signature is wrong")
-        count = struct.unpack_from("<H", meta, 10)[0]
-        items: dict[uuid.UUID, bytes] = {}
-        for i in range(min(count, 2047)):
-            g, ioff, iln, _fl, _r = struct.unpack_from("<16sIIII", meta, 32 + 32 * i)
-            items[uuid.UUID(bytes_le=g)] = _read(f, moff + ioff, iln)
         try:
-            block_size, flags = struct.unpack_from("<II", items[FILE_PARAMETERS])
-            virtual_size = struct.unpack_from("<Q", items[VIRTUAL_DISK_SIZE])[0]
-            lss = struct.unpack_from("<I", items[LOGICAL_SECTOR_SIZE])[0]
-        except KeyError as exc:
-            raise VhdxError(f"VHDX metadata item {exc} is missing") from exc
-        if block_size < MiB or block_size & (block_size - 1) or lss not in (512, 4096):
-            raise VhdxError("VHDX metadata has an invalid block or sector size")
-        boff, blen = reg[BAT_GUID]
-        bat = array.array("Q")
-        bat.frombytes(_read(f, boff, blen - blen % 8))
-        if sys.byteorder != "little":  # pragma: no cover
-            bat.byteswap()
-        layout = VhdxLayout(
-            virtual_size=virtual_size,
-            block_size=block_size,
-            logical_sector_size=lss,
-            has_parent=bool(flags & 2),
-            log_offset=log_offset,
-            log_length=log_length,
-            regions=regions,
-            bat=bat,
-        )
-        need = layout.bat_index(layout.data_blocks - 1) + 1 if layout.data_blocks else 0
-        if len(bat) < need:
-            raise VhdxError("VHDX BAT is smaller than the virtual size needs")
-        return layout
+            return _parse(f)
+        except (struct.error, IndexError, ValueError, OverflowError, MemoryError) as exc:
+            # Garbage that passed the signature checks: still a corrupt file, not a bug.
+            raise VhdxError(f"the VHDX structure is corrupt ({exc.__class__.__name__})") from exc
+
+
+def _best_header(f: BinaryIO) -> bytes:
+    best: tuple[int, bytes] | None = None
+    for off in (64 * KiB, 128 * KiB):
+        h = _read(f, off, 4 * KiB)
+        if h[:4] == b"head" and _checksum_ok(h):
+            seq = struct.unpack_from("<Q", h, 8)[0]
+            if best is None or seq > best[0]:
+                best = (seq, h)
+    if best is None:
+        raise VhdxError("neither VHDX header is valid (the file is corrupt)")
+    return best[1]
+
+
+def _regions(f: BinaryIO) -> list[tuple[uuid.UUID, int, int]]:
+    for off in (192 * KiB, 256 * KiB):
+        rt = _read(f, off, 64 * KiB)
+        if rt[:4] != b"regi" or not _checksum_ok(rt):
+            continue
+        count = struct.unpack_from("<I", rt, 8)[0]
+        if count > _MAX_ENTRIES:
+            continue
+        regions = []
+        for i in range(count):
+            g, foff, ln, _req = struct.unpack_from("<16sQII", rt, 16 + 32 * i)
+            regions.append((uuid.UUID(bytes_le=g), foff, ln))
+        return regions
+    raise VhdxError("neither VHDX region table is valid (the file is corrupt)")
+
+
+def _metadata(f: BinaryIO, offset: int, length: int) -> dict[uuid.UUID, bytes]:
+    raw = _read(f, offset, length)
+    if raw[:8] != b"metadata":
+        raise VhdxError("the VHDX metadata table is corrupt")
+    count = struct.unpack_from("<H", raw, 10)[0]
+    if count > _MAX_ENTRIES:
+        raise VhdxError("the VHDX metadata table is corrupt")
+    items = {}
+    for i in range(count):
+        g, ioff, iln, _flags = struct.unpack_from("<16sIII", raw, 32 + 32 * i)
+        if ioff + iln > length:
+            raise VhdxError("a VHDX metadata item points outside the metadata region")
+        items[uuid.UUID(bytes_le=g)] = raw[ioff : ioff + iln]
+    return items
+
+
+def _parent_locator(raw: bytes) -> dict[str, str]:
+    count = struct.unpack_from("<H", raw, 18)[0]
+    entries = {}
+    for i in range(count):
+        koff, voff, klen, vlen = struct.unpack_from("<IIHH", raw, 20 + 12 * i)
+        key = raw[koff : koff + klen].decode("utf-16-le", "replace")
+        entries[key] = raw[voff : voff + vlen].decode("utf-16-le", "replace")
+    return entries
+
+
+def _parse(f: BinaryIO) -> VhdxLayout:
+    size = _file_size(f)
+    if size >= 8 and _read(f, 0, 8) != b"vhdxfile":
+        raise VhdxError("not a VHDX file (the file does not start with the VHDX signature)")
+    if size < HEADER_SECTION:
+        raise VhdxError(f"the file is too small to be a VHDX ({size} bytes)")
+    h = _best_header(f)
+    log_guid = uuid.UUID(bytes_le=h[48:64])
+    log_length, log_offset = struct.unpack_from("<IQ", h, 68)
+    regions = _regions(f)
+    reg = {g: (o, n) for g, o, n in regions}
+    if BAT_GUID not in reg or METADATA_GUID not in reg:
+        raise VhdxError("the VHDX region table lacks the BAT or metadata region")
+    boff, blen = reg[BAT_GUID]
+    moff, mlen = reg[METADATA_GUID]
+    for what, off, length in (("BAT", boff, blen), ("metadata", moff, mlen), ("log", log_offset, log_length)):
+        if off % MiB or off + length > size:
+            raise VhdxError(f"the VHDX {what} region lies outside the file (truncated?)")
+    items = _metadata(f, moff, mlen)
+    try:
+        block_size, flags = struct.unpack("<II", items[FILE_PARAMETERS][:8])
+        virtual_size = struct.unpack("<Q", items[VIRTUAL_DISK_SIZE][:8])[0]
+        lss = struct.unpack("<I", items[LOGICAL_SECTOR_SIZE][:4])[0]
+        pss = struct.unpack("<I", items.get(PHYSICAL_SECTOR_SIZE, b"\0\x10\0\0")[:4])[0]
+        disk_id = str(uuid.UUID(bytes_le=items[VIRTUAL_DISK_ID][:16]))
+        has_parent = bool(flags & 2)
+        locator = _parent_locator(items[PARENT_LOCATOR]) if has_parent else {}
+    except (KeyError, struct.error) as exc:
+        raise VhdxError("a required VHDX metadata item is missing") from exc
+    if block_size < MiB or block_size > 256 * MiB or block_size & (block_size - 1):
+        raise VhdxError(f"invalid VHDX block size {block_size}")
+    if lss not in (512, 4096) or virtual_size <= 0 or virtual_size % lss:
+        raise VhdxError("invalid VHDX virtual size or sector size")
+    chunk_ratio = (2**23 * lss) // block_size
+    blocks = -(-virtual_size // block_size)
+    if has_parent:  # every chunk has its sector bitmap entry
+        entries = -(-blocks // chunk_ratio) * (chunk_ratio + 1)
+    else:
+        entries = blocks + (blocks - 1) // chunk_ratio
+    if entries * 8 > blen:
+        raise VhdxError("the VHDX BAT is smaller than the virtual size needs")
+    bat = array.array("Q")
+    bat.frombytes(_read(f, boff, blen - blen % 8))
+    if sys.byteorder != "little":  # pragma: no cover
+        bat.byteswap()
+    layout = VhdxLayout(
+        file_size=size,
+        virtual_size=virtual_size,
+        block_size=block_size,
+        logical_sector_size=lss,
+        physical_sector_size=pss,
+        disk_id=disk_id,
+        leave_blocks_allocated=bool(flags & 1),
+        has_parent=has_parent,
+        parent_locator=locator,
+        log_guid=log_guid,
+        log_offset=log_offset,
+        log_length=log_length,
+        regions=regions,
+        bat_offset=boff,
+        bat_length=blen,
+        metadata_offset=moff,
+        metadata_length=mlen,
+        bat=bat,
+    )
+    for block in range(blocks):
+        state, foff = layout.block_entry(block)
+        if state in _PRESENT and foff + block_size > size:
+            raise VhdxError(f"payload block {block} lies beyond the end of the file (the file is truncated)")
+    return layout
 
 
 def merge_ranges(ranges: Iterable[Range]) -> list[Range]:
@@ -201,21 +350,9 @@ def merge_ranges(ranges: Iterable[Range]) -> list[Range]:
 
 
 def metadata_ranges(src: str | os.PathLike[str] | BinaryIO | VhdxLayout) -> list[Range]:
-    """File ranges that change with almost any write: header section, log, every
-    region (BAT, metadata, ...) and the present sector bitmap blocks."""
+    """``VhdxLayout.metadata_ranges`` of a file (or of an already parsed layout)."""
     lay = src if isinstance(src, VhdxLayout) else read_layout(src)
-    out: list[Range] = [(0, HEADER_SECTION)]
-    if lay.log_length:
-        out.append((lay.log_offset, lay.log_length))
-    out.extend((o, n) for _g, o, n in lay.regions)
-    chunks = -(-lay.data_blocks // lay.chunk_ratio)
-    for c in range(chunks):
-        idx = c * (lay.chunk_ratio + 1) + lay.chunk_ratio
-        if idx < len(lay.bat):
-            state, off = lay.bitmap_entry(c)
-            if state == SB_BLOCK_PRESENT and off:
-                out.append((off, MiB))
-    return merge_ranges(out)
+    return lay.metadata_ranges()
 
 
 def virtual_to_file_ranges(
@@ -236,22 +373,7 @@ def virtual_to_file_ranges(
     """
     lay = read_layout(src)
     bs = lay.block_size
-    out: list[Range] = []
-    for voff, vlen in virtual_ranges:
-        if vlen <= 0:
-            continue
-        if voff < 0 or voff + vlen > lay.virtual_size:
-            raise VhdxError(f"virtual range {voff}+{vlen} lies outside the disk (size {lay.virtual_size})")
-        end = voff + vlen
-        pos = voff
-        while pos < end:
-            block = pos // bs
-            in_block = pos - block * bs
-            n = min(end - pos, bs - in_block)
-            state, foff = lay.block_entry(block)
-            if state in _PRESENT and foff:
-                out.append((foff + in_block, n))
-            pos += n
+    out = lay.virtual_to_file(virtual_ranges)
     if previous is not None:
         prev = read_layout(previous)
         if prev.block_size != bs or prev.logical_sector_size != lay.logical_sector_size:

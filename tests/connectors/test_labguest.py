@@ -16,7 +16,7 @@ from protection.connectors.base import ConnectorError
 from protection.connectors.labguest import VMBusy, VMLock, churn, guest_write
 from protection.connectors.ranges import subtract
 from protection.connectors.rct import RCTJournal, journal_path
-from protection.connectors.vhdxfile import PB_FULLY_PRESENT, read_vhdx_layout
+from protection.connectors.vhdxfile import PAYLOAD_BLOCK_FULLY_PRESENT, read_vhdx_layout
 from tests.connectors.conftest import Lab
 
 KiB = 1024
@@ -27,8 +27,8 @@ def test_churn_writes_the_requested_share_inside_guest_files(lab: Lab) -> None:
     layout = read_vhdx_layout(disk)
     allocated = sum(
         layout.block_size
-        for b in range(layout.payload_blocks)
-        if layout.payload_entry(b)[0] == PB_FULLY_PRESENT
+        for b in range(layout.data_blocks)
+        if layout.block_entry(b)[0] == PAYLOAD_BLOCK_FULLY_PRESENT
     )
     files_before = {f.path: f for f in guestfs.guest_files(disk)}
     ref = RCTJournal(disk).create_reference()

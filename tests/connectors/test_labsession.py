@@ -19,7 +19,7 @@ from protection.connectors.base import (
 )
 from protection.connectors.labguest import VMBusy, VMLock, churn, guest_write
 from protection.connectors.ranges import intersect, subtract
-from protection.connectors.vhdxfile import PB_FULLY_PRESENT, read_vhdx_layout
+from protection.connectors.vhdxfile import PAYLOAD_BLOCK_FULLY_PRESENT, read_vhdx_layout
 from tests.connectors.conftest import Lab
 
 DISK = "Virtual Hard Disks/{}.vhdx"
@@ -188,8 +188,8 @@ def _free_unallocated_block(disk: Path) -> int:
     """A virtual offset in a block not present in the file, inside free NTFS space
     near the end of the data partition (so the write also makes the file grow)."""
     layout = read_vhdx_layout(disk)
-    for block in range(layout.payload_blocks - 3, 0, -1):
-        if layout.payload_entry(block)[0] != PB_FULLY_PRESENT:
+    for block in range(layout.data_blocks - 3, 0, -1):
+        if layout.block_entry(block)[0] != PAYLOAD_BLOCK_FULLY_PRESENT:
             return block * layout.block_size
     raise AssertionError("no unallocated block")
 

@@ -10,12 +10,14 @@ import pytest
 from dissect.hypervisor.disk.vhdx import VHDX
 
 from protection.connectors import labdisks, vhdx_map
+from protection.connectors.ranges import intersect, normalize, total
 from protection.connectors.vhdxfile import (
-    PB_FULLY_PRESENT,
+    PAYLOAD_BLOCK_FULLY_PRESENT,
     DiskFileError,
     read_vhd_footer,
     read_vhdx_layout,
 )
+from storage.engine import vhdx as engine_vhdx
 
 MiB = 1024 * 1024
 
@@ -25,11 +27,11 @@ def test_layout_of_dynamic_and_fixed_disks(disk_images: dict[str, Path]) -> None
     assert dyn.virtual_size == 128 * MiB and dyn.block_size == 1 * MiB
     assert dyn.logical_sector_size == 512 and not dyn.leave_blocks_allocated
     assert not dyn.has_parent and dyn.log_guid_zero
-    states = {dyn.payload_entry(b)[0] for b in range(dyn.payload_blocks)}
-    assert PB_FULLY_PRESENT in states and len(states) > 1  # some blocks never written
+    states = {dyn.block_entry(b)[0] for b in range(dyn.data_blocks)}
+    assert PAYLOAD_BLOCK_FULLY_PRESENT in states and len(states) > 1  # some blocks never written
     fixed = read_vhdx_layout(disk_images["windows-fixed.vhdx"])
     assert fixed.leave_blocks_allocated
-    assert {fixed.payload_entry(b)[0] for b in range(fixed.payload_blocks)} == {PB_FULLY_PRESENT}
+    assert {fixed.block_entry(b)[0] for b in range(fixed.data_blocks)} == {PAYLOAD_BLOCK_FULLY_PRESENT}
     meta = dyn.metadata_ranges()
     assert meta[0] == (0, 1 * MiB) or meta[0][0] == 0
     for start, length in [(dyn.bat_offset, dyn.bat_length), (dyn.log_offset, dyn.log_length)]:
@@ -56,8 +58,8 @@ def test_mapped_file_bytes_are_the_virtual_bytes(disk_images: dict[str, Path], i
                 while pos < off + length:
                     block, within = divmod(pos, layout.block_size)
                     step = min(layout.block_size - within, off + length - pos)
-                    state, foff = layout.payload_entry(block)
-                    if state == PB_FULLY_PRESENT:
+                    state, foff = layout.block_entry(block)
+                    if state == PAYLOAD_BLOCK_FULLY_PRESENT:
                         vdisk.seek(pos)
                         expected += vdisk.read(step)
                         assert (foff + within, step) in mapped or any(
@@ -71,19 +73,48 @@ def test_mapped_file_bytes_are_the_virtual_bytes(disk_images: dict[str, Path], i
                 assert got == expected
 
 
-def test_engine_mapping_agrees_with_ours_when_available(disk_images: dict[str, Path]) -> None:
-    engine = vhdx_map._engine()
-    if engine is None:
-        pytest.skip("storage.engine.vhdx not present")
-    path = disk_images["windows-dynamic.vhdx"]
-    virtual = [(0, 5000), (3 * MiB + 17, 2 * MiB), (100 * MiB, 64 * 1024)]
-    assert vhdx_map.virtual_to_file_ranges(path, virtual) == vhdx_map.own_virtual_to_file_ranges(
-        path, virtual
+@pytest.mark.parametrize(
+    "image", ["windows-dynamic.vhdx", "windows-fixed.vhdx", "linux-dynamic.vhdx", "blank-dynamic.vhdx"]
+)
+def test_whole_disk_mapping_plus_structure_rebuilds_the_file(
+    disk_images: dict[str, Path], image: str
+) -> None:
+    """The connector and the engine share one parser: the file ranges of every virtual
+    byte plus the structure ranges are the whole VHDX, so a file rebuilt from only
+    those ranges (zeros elsewhere) is byte-identical and qemu-img reads the same disk."""
+    path = disk_images[image]
+    layout = read_vhdx_layout(path)
+    assert isinstance(layout, engine_vhdx.VhdxLayout)
+    whole = [(0, layout.virtual_size)]
+    data = vhdx_map.virtual_to_file_ranges(path, whole)
+    meta = vhdx_map.metadata_ranges(path)
+    assert (
+        data
+        == layout.virtual_to_file(whole)
+        == engine_vhdx.virtual_to_file_ranges(path, whole, include_metadata=False)
     )
-    ours = vhdx_map.own_metadata_ranges(path)
-    theirs = vhdx_map.metadata_ranges(path)
-    for off, length in ours:  # the engine may add more (sector bitmaps), never less
-        assert any(o <= off and off + length <= o + n for o, n in theirs)
+    assert meta == layout.metadata_ranges() == engine_vhdx.metadata_ranges(path)
+    assert intersect(data, meta) == []  # payload and structure never overlap
+    bs, present = layout.block_size, PAYLOAD_BLOCK_FULLY_PRESENT
+    blocks = [b for b in range(layout.data_blocks) if layout.block_entry(b)[0] == present]
+    assert total(data) == sum(min(bs, layout.virtual_size - b * bs) for b in blocks)
+    original = path.read_bytes()
+    rebuilt = bytearray(len(original))
+    for off, length in normalize([*data, *meta]):
+        assert off + length <= len(original)
+        rebuilt[off : off + length] = original[off : off + length]
+    assert bytes(rebuilt) == original
+
+
+def test_mapping_errors_are_disk_file_errors(tmp_path: Path, disk_images: dict[str, Path]) -> None:
+    path = disk_images["windows-dynamic.vhdx"]
+    size = read_vhdx_layout(path).virtual_size
+    with pytest.raises(DiskFileError, match="outside the disk"):
+        vhdx_map.virtual_to_file_ranges(path, [(size - 10, 20)])
+    with pytest.raises(DiskFileError, match="does not exist"):
+        vhdx_map.metadata_ranges(tmp_path / "nope.vhdx")
+    with pytest.raises(DiskFileError, match="VHDX signature"):
+        vhdx_map.virtual_to_file_ranges(_damaged(tmp_path, path, "signature"), [(0, 10)])
 
 
 def _damaged(tmp_path: Path, source: Path, how: str) -> Path:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import random
 import shutil
+import struct
 import subprocess
+import uuid
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -10,8 +12,11 @@ import pytest
 
 from storage.engine import Datastore, SourceFile
 from storage.engine.vhdx import (
+    BAT_GUID,
     HEADER_SECTION,
+    METADATA_GUID,
     VhdxError,
+    _parent_locator,
     merge_ranges,
     metadata_ranges,
     read_layout,
@@ -100,3 +105,80 @@ def test_incremental_from_virtual_ranges_restores_identical(tmp_path: Path, bloc
         subprocess.run(["qemu-img", "compare", "-q", str(out / "disk.vhdx"), str(disk)], check=True)
     assert ds.verify().ok
     assert p1.id != p.id
+
+
+def test_layout_describes_the_whole_structure(tmp_path: Path) -> None:
+    p = make_vhdx(tmp_path / "d.vhdx", "64M")
+    lay = read_layout(p)
+    assert lay.file_size == p.stat().st_size
+    assert not lay.has_parent and lay.parent_locator == {} and not lay.leave_blocks_allocated
+    assert lay.log_guid_zero and lay.physical_sector_size in (512, 4096)
+    assert str(uuid.UUID(lay.disk_id)) == lay.disk_id
+    regions = {g: (o, n) for g, o, n in lay.regions}
+    assert regions[BAT_GUID] == (lay.bat_offset, lay.bat_length)
+    assert regions[METADATA_GUID] == (lay.metadata_offset, lay.metadata_length)
+    assert lay.virtual_to_file([(0, lay.virtual_size)]) == []  # nothing written yet
+    assert lay.metadata_ranges() == metadata_ranges(p)
+
+
+def test_parent_locator_entries() -> None:
+    key, value = "relative_path".encode("utf-16-le"), "..\\base.vhdx".encode("utf-16-le")
+    header = struct.pack("<16sHH", bytes(16), 0, 1)
+    entry = struct.pack("<IIHH", 32, 32 + len(key), len(key), len(value))
+    raw = header + entry + key + value
+    assert _parent_locator(raw) == {"relative_path": "..\\base.vhdx"}
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("signature", "not a VHDX"),
+        ("tiny", "too small"),
+        ("headers", "neither VHDX header"),
+        ("header-checksum", "neither VHDX header"),
+        ("regions", "neither VHDX region table"),
+        ("truncated", "truncated"),
+    ],
+)
+def test_damaged_files_raise_vhdx_errors(tmp_path: Path, how: str, message: str) -> None:
+    p = make_vhdx(tmp_path / "d.vhdx", "64M", "1M")
+    qemu_write(p, [(60 * MiB, 65536, 0x41)])  # the last block sits at the end of the file
+    with open(p, "r+b") as f:
+        if how == "signature":
+            f.write(b"XXXXXXXX")
+        elif how == "tiny":
+            f.truncate(4096)
+        elif how in ("headers", "regions"):
+            for off in (64 * 1024, 128 * 1024) if how == "headers" else (192 * 1024, 256 * 1024):
+                f.seek(off)
+                f.write(b"\0" * 4)
+        elif how == "header-checksum":  # signature intact, a byte inside changed
+            for off in (64 * 1024 + 100, 128 * 1024 + 100):
+                f.seek(off)
+                f.write(b"\xff")
+        elif how == "truncated":
+            f.truncate(p.stat().st_size - MiB // 2)
+    with pytest.raises(VhdxError, match=message):
+        read_layout(p)
+
+
+def test_random_corruption_raises_only_vhdx_errors(tmp_path: Path) -> None:
+    p = make_vhdx(tmp_path / "d.vhdx", "64M", "1M")
+    qemu_write(p, [(5 * MiB, 65536, 0x41)])
+    source = p.read_bytes()
+    lay = read_layout(p)
+    hot = [lay.metadata_offset, lay.metadata_offset + 64 * 1024, lay.bat_offset]
+    rng = random.Random(7)
+    outcomes = set()
+    for _ in range(100):
+        data = bytearray(source)
+        for _hit in range(rng.randrange(1, 4)):
+            base = rng.choice(hot) + rng.randrange(0, 128)
+            data[base : base + 8] = rng.randbytes(8)
+        p.write_bytes(bytes(data))
+        try:
+            read_layout(p)
+            outcomes.add("ok")
+        except VhdxError:
+            outcomes.add("error")
+    assert outcomes == {"ok", "error"}
