@@ -23,19 +23,25 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
 
-_DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
-SECRET_KEY = env_str("SECRET_KEY") or _DEV_SECRET_KEY
-if not DEBUG and (SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5):
-    raise ImproperlyConfigured(
-        "SECRET_KEY must be set to a random string of at least 50 characters (5 or more "
-        "different ones) when DEBUG is off "
-        "(make run generates one in the data directory)."
-    )
-
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 BACKUPSITE_DATA_DIR = env_path("BACKUPSITE_DATA_DIR", BASE_DIR / "data")
+
+_DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
+# SECRET_KEY from the environment, else the key file `make run` writes into the data
+# directory (so `manage.py` commands work without exporting it).
+_secret_key_file = BACKUPSITE_DATA_DIR / "secret_key"
+SECRET_KEY = (
+    env_str("SECRET_KEY")
+    or (_secret_key_file.read_text().strip() if _secret_key_file.is_file() else "")
+    or _DEV_SECRET_KEY
+)
+if not DEBUG and (SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5):
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set to a random string of at least 50 characters (5 or more "
+        "different ones) when DEBUG is off (make run generates one in the data directory)."
+    )
 
 # A Fernet key (32 url-safe base64 bytes) that encrypts host credentials at rest.
 # When unset, a key file is created in the data directory on first use.

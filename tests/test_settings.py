@@ -64,6 +64,15 @@ def test_default_secret_key_refused_outside_debug(tmp_path: Path) -> None:
     assert "SECRET_KEY must be set" in result.stderr
 
 
+def test_secret_key_file_in_the_data_directory_is_used(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "secret_key").write_text(secrets.token_urlsafe(64) + "\n")
+    assert run_check(tmp_path, SECRET_KEY="").returncode == 0
+    (tmp_path / "data" / "secret_key").write_text("too-short\n")
+    result = run_check(tmp_path, SECRET_KEY="")
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+
+
 def test_weak_secret_key_refused(tmp_path: Path) -> None:
     result = run_check(tmp_path, SECRET_KEY="ab" * 40)
     assert result.returncode != 0
