@@ -30,6 +30,7 @@ from protection.models import (
 )
 from storage.engine import Datastore as EngineDatastore
 from storage.engine import EngineError, PointInfo, Progress, RetentionPolicy, SourceFile
+from storage.engine.retention import select_removals
 from storage.models import Datastore
 
 POINT_KIND_FOR_JOB: dict[str, RecoveryPointKind] = {
@@ -372,7 +373,18 @@ def _apply_retention(
     vm: VirtualMachine,
     source: ProtectedDataSource,
 ) -> None:
+    """Drop superseded synchronization points, then apply the group's retention.
+
+    A synchronization only refreshes the replica: once a newer point exists it is
+    superseded, as in MABS, where synchronizations are not listed as recovery points.
+    Keeping every 15-minute sync would add ~100 points (and their indexes) per VM per day.
+    """
     group = source.group
+    points = sorted(engine.points(vm.hyperv_id), key=lambda p: (p.created, p.id))
+    newest = points[-1].id if points else None
+    superseded = [p for p in points if p.id != newest and p.metadata.get("kind") == RecoveryPointKind.SYNC]
+    for point in superseded:
+        engine.delete_point(point.id)
     policy = RetentionPolicy(
         keep_days=group.retention_days,
         keep_daily=group.keep_daily,
@@ -380,15 +392,17 @@ def _apply_retention(
         keep_monthly=group.keep_monthly,
         keep_yearly=group.keep_yearly,
     )
-    from storage.engine.retention import select_removals
-
     removals = select_removals(engine.points(vm.hyperv_id), policy, timezone.now())
     for point in removals:
         engine.delete_point(point.id)
-    if removals:
-        RecoveryPoint.objects.filter(datastore=datastore, point_id__in=[p.id for p in removals]).update(
+    removed_ids = [p.id for p in superseded + removals]
+    if removed_ids:
+        RecoveryPoint.objects.filter(datastore=datastore, point_id__in=removed_ids).update(
             deleted_at=timezone.now()
         )
+    if superseded:
+        context.log(f"{len(superseded)} earlier synchronization point(s) superseded by this backup")
+    if removals:
         context.log(
             f"Retention removed {len(removals)} recovery point(s) older than {group.retention_days} days"
         )

@@ -196,3 +196,19 @@ def test_stop_protection_keep_data(protected_lab: ProtectedLab) -> None:
     assert run(JobKind.STOP_PROTECTION, lab, keep_data=True).state == JobState.SUCCEEDED
     assert len(lab.datastore.open_engine().points(lab.windows.hyperv_id)) == 1
     assert RecoveryPoint.objects.filter(vm=lab.windows, deleted_at__isnull=True).count() == 1
+
+
+def test_a_newer_point_supersedes_synchronization_points(protected_lab: ProtectedLab) -> None:
+    lab = protected_lab
+    vm = lab.linux
+    initial = run(JobKind.INITIAL_REPLICA, lab, vm)
+    first_sync = run(JobKind.SYNCHRONIZATION, lab, vm)
+    second_sync = run(JobKind.SYNCHRONIZATION, lab, vm)
+    recovery_point = run(JobKind.RECOVERY_POINT, lab, vm)
+    assert all(j.state == JobState.SUCCEEDED for j in (initial, first_sync, second_sync, recovery_point))
+    kept = {p.id for p in lab.datastore.open_engine().points(vm.hyperv_id)}
+    # Scheduled points stay for the retention range; a sync only until the next point.
+    assert kept == {initial.result["recovery_point"], recovery_point.result["recovery_point"]}
+    live = RecoveryPoint.objects.filter(vm=vm, deleted_at__isnull=True)
+    assert set(live.values_list("point_id", flat=True)) == kept
+    assert "superseded" in second_sync.log and "superseded" in recovery_point.log
