@@ -29,7 +29,9 @@ def all_named_urls() -> list[str]:
     for name, pattern in _patterns(get_resolver()):
         if name.split(":")[-1] in PUBLIC:
             continue
-        kwargs = {"pk": 1} if "<int:pk>" in pattern else {}
+        kwargs: dict[str, object] = {"pk": 1} if "<int:pk>" in pattern else {}
+        if "<slug:task>" in pattern:
+            kwargs["task"] = "verify"
         urls.append(reverse(name, kwargs=kwargs))
     return urls
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,34 @@ def test_a_newer_point_supersedes_synchronization_points(protected_lab: Protecte
     live = RecoveryPoint.objects.filter(vm=vm, deleted_at__isnull=True)
     assert set(live.values_list("point_id", flat=True)) == kept
     assert "superseded" in second_sync.log and "superseded" in recovery_point.log
+
+
+def test_garbage_collection_frees_the_space_of_deleted_points(
+    protected_lab: ProtectedLab, tmp_path: Path
+) -> None:
+    lab = protected_lab
+    assert run(JobKind.INITIAL_REPLICA, lab, lab.windows).state == JobState.SUCCEEDED
+    linux = run(JobKind.INITIAL_REPLICA, lab, lab.linux)
+    assert linux.state == JobState.SUCCEEDED
+    assert run(JobKind.STOP_PROTECTION, lab, lab.windows, keep_data=False).state == JobState.SUCCEEDED
+    before = lab.datastore.open_engine().usage()
+    # Let an hour pass for the chunk files: GC never sweeps chunks younger than its margin.
+    an_hour_ago = time.time() - 3600
+    for chunk in (Path(lab.datastore.path) / "chunks").rglob("*"):
+        if chunk.is_file():
+            os.utime(chunk, (an_hour_ago, an_hour_ago))
+    gc = Job.objects.create(
+        kind=JobKind.GARBAGE_COLLECTION, datastore=lab.datastore, parameters={"grace_seconds": 0}
+    )
+    run_job(gc.pk)
+    gc.refresh_from_db()
+    assert gc.state == JobState.SUCCEEDED, gc.traceback
+    after = lab.datastore.open_engine().usage()
+    assert (
+        gc.result["chunks_removed"] > 0
+        and after.chunk_count == before.chunk_count - gc.result["chunks_removed"]
+    )
+    lab.datastore.refresh_from_db()
+    assert lab.datastore.used_bytes == after.total_bytes and lab.datastore.last_gc_at is not None
+    # What is left still restores byte for byte.
+    restore_and_compare(lab.datastore, linux.result["recovery_point"], lab.disk(lab.linux), tmp_path / "r")

@@ -18,10 +18,12 @@ from backupsite.models import AuditEvent
 from storage.models import Datastore
 
 # Every minute: the protection scheduler decides what is due from the policies, and
-# the reaper fails jobs whose worker died so their VM locks are freed.
+# the reaper fails jobs whose worker died so their VM locks are freed. Hourly: daily
+# garbage collection and weekly verification of every datastore, when due.
 SCHEDULES = {
-    "protection-scheduler": "protection.scheduler.tick",
-    "reap-stale-jobs": "protection.jobs.runner.reap_stale_jobs",
+    "protection-scheduler": ("protection.scheduler.tick", 1),
+    "reap-stale-jobs": ("protection.jobs.runner.reap_stale_jobs", 1),
+    "datastore-maintenance": ("storage.maintenance.schedule_maintenance", 60),
 }
 
 
@@ -40,10 +42,10 @@ class Command(BaseCommand):
             AuditEvent.record("datastore.create", obj=datastore, path=str(path))
             self.stdout.write(f"Created datastore 'Default' at {path}")
 
-        for name, func in SCHEDULES.items():
+        for name, (func, minutes) in SCHEDULES.items():
             Schedule.objects.update_or_create(
                 name=name,
-                defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+                defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1},
             )
 
         users = get_user_model()
