@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from protection.connectors import BackupSession, ChangeTrackingLost, ConnectorError, Consistency
-from protection.jobs.context import JobContext, JobError
+from protection.jobs.context import JobCancelled, JobContext, JobError
 from protection.models import (
     Alert,
     AlertKind,
@@ -28,6 +28,7 @@ from protection.models import (
     ReplicaState,
     VirtualMachine,
 )
+from storage.engine import Cancelled as EngineCancelled
 from storage.engine import Datastore as EngineDatastore
 from storage.engine import EngineError, PointInfo, Progress, RetentionPolicy, SourceFile
 from storage.engine.retention import select_removals
@@ -93,6 +94,15 @@ def run_backup_job(context: JobContext) -> dict[str, Any]:
             outcome = _import_offline_replica(context, engine, vm, Path(import_path))
         else:
             outcome = _backup_from_host(context, engine, vm, source)
+    except EngineCancelled as error:
+        # Nothing was committed. A cancelled sync leaves the previous replica as it was;
+        # a cancelled initial replica leaves none, which a consistency check will create.
+        if kind == JobKind.INITIAL_REPLICA:
+            ProtectedDataSource.objects.filter(pk=source.pk).update(
+                replica_state=ReplicaState.INCONSISTENT,
+                inconsistency_reason="The initial replica was cancelled before it finished.",
+            )
+        raise JobCancelled() from error
     except (ConnectorError, EngineError, JobError, OSError) as error:
         _mark_inconsistent(source, context, f"{POINT_KIND_FOR_JOB[kind].label} failed: {error}")
         raise JobError(str(error)) from error

@@ -245,3 +245,27 @@ def test_garbage_collection_frees_the_space_of_deleted_points(
     assert lab.datastore.used_bytes == after.total_bytes and lab.datastore.last_gc_at is not None
     # What is left still restores byte for byte.
     restore_and_compare(lab.datastore, linux.result["recovery_point"], lab.disk(lab.linux), tmp_path / "r")
+
+
+def test_cancelled_backups_commit_nothing_and_say_cancelled(protected_lab: ProtectedLab) -> None:
+    lab = protected_lab
+    vm = lab.windows
+    engine = lab.datastore.open_engine()
+    # The user pressed Cancel right after a worker claimed the job.
+    initial = Job.objects.create(kind=JobKind.INITIAL_REPLICA, vm=vm, group=lab.group, cancel_requested=True)
+    run_job(initial.pk)
+    initial.refresh_from_db()
+    assert initial.state == JobState.CANCELLED, initial.traceback
+    assert engine.points(vm.hyperv_id) == []
+    assert lab.source(vm).replica_state == ReplicaState.INCONSISTENT
+    assert not Alert.objects.active().exists()  # a cancel is not a failure
+
+    assert run(JobKind.CONSISTENCY_CHECK, lab, vm).state == JobState.SUCCEEDED
+    sync = Job.objects.create(kind=JobKind.SYNCHRONIZATION, vm=vm, group=lab.group, cancel_requested=True)
+    run_job(sync.pk)
+    sync.refresh_from_db()
+    assert sync.state == JobState.CANCELLED
+    assert len(engine.points(vm.hyperv_id)) == 1
+    assert lab.source(vm).replica_state == ReplicaState.OK
+    # The checkpoint was released: the next backup works.
+    assert run(JobKind.SYNCHRONIZATION, lab, vm).state == JobState.SUCCEEDED
