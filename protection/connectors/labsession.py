@@ -30,7 +30,7 @@ from protection.connectors.labconfig import VM_FILE, update_vm_json
 from protection.connectors.labguest import VMLock
 from protection.connectors.ranges import Range, normalize, subtract
 from protection.connectors.rct import RCTJournal
-from protection.connectors.vhdxfile import DiskFileError, read_vhdx_layout
+from protection.connectors.vhdxfile import DiskFileError, disk_file_errors, read_vhdx_layout
 
 if TYPE_CHECKING:
     from protection.connectors.lab import LabConnector
@@ -94,13 +94,14 @@ class LabBackupSession:
             return None
         path = self._paths[file_name]
         changes = RCTJournal(path, self._history).changes_since(since_reference)
-        with path.open("rb") as fh:
-            try:
-                read_vhdx_layout(fh)  # validates before anything trusts the BAT
-                data = vhdx_map.virtual_to_file_ranges(fh, changes.virtual)
-                meta = vhdx_map.metadata_ranges(fh)
-            except DiskFileError as exc:
-                raise InvalidVMConfig(f"{file_name}: {exc}") from exc
+        try:
+            # One parse (which validates) serves both the mapping and the structure ranges.
+            layout = read_vhdx_layout(path)
+            with disk_file_errors():
+                data = normalize(layout.virtual_to_file(changes.virtual))
+                meta = normalize(layout.metadata_ranges())
+        except DiskFileError as exc:
+            raise InvalidVMConfig(f"{file_name}: {exc}") from exc
         data = subtract(data, self.excluded_ranges(file_name))
         growth = []
         if f.size > changes.size_at_reference:

@@ -7,6 +7,8 @@ import time
 import traceback
 from datetime import timedelta
 
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Greatest, NullIf
 from django.utils import timezone
 
 from protection.jobs.context import JobCancelled, JobContext
@@ -19,11 +21,6 @@ LOCK_RETRY_DELAY = timedelta(seconds=30)
 
 def run_job(job_id: int) -> str:
     """Claim a queued job, run its handler, and record how it ended."""
-    # Importing the handler modules registers them; done here so a worker that
-    # only imports this module still knows every kind.
-    from protection.jobs import handlers  # noqa: F401
-    from recovery import jobs as recovery_jobs  # noqa: F401
-
     now = timezone.now()
     claimed = Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
         state=JobState.RUNNING, started=now, heartbeat=now, finished=None
@@ -61,20 +58,21 @@ def run_job(job_id: int) -> str:
         return JobState.FAILED
     finally:
         VMLock.release(job)
-    _finish(job, started, JobState.SUCCEEDED, result=result, message=context_message(job))
+    # In the database, not read back first: a finished job's bar is full, and a
+    # handler that set no message gets a plain one.
+    _finish(
+        job,
+        started,
+        JobState.SUCCEEDED,
+        result=result,
+        message=Coalesce(NullIf(F("message"), Value("")), Value("Completed")),
+        bytes_done=Greatest(F("bytes_done"), F("bytes_total")),
+    )
     return JobState.SUCCEEDED
-
-
-def context_message(job: Job) -> str:
-    current = Job.objects.filter(pk=job.pk).values_list("message", flat=True).first() or ""
-    return current or "Completed"
 
 
 def _finish(job: Job, started: float, state: JobState, **fields: object) -> None:
     now = timezone.now()
-    extra: dict[str, object] = {}
-    if state == JobState.SUCCEEDED:
-        extra["bytes_done"] = Job.objects.filter(pk=job.pk).values_list("bytes_total", flat=True).first()
     Job.objects.filter(pk=job.pk).update(
         state=state,
         finished=now,
@@ -82,7 +80,6 @@ def _finish(job: Job, started: float, state: JobState, **fields: object) -> None
         duration_seconds=round(time.monotonic() - started, 3),
         rate_bytes_per_second=0,
         **fields,
-        **{key: value for key, value in extra.items() if value},
     )
 
 
