@@ -1,6 +1,12 @@
 from django.apps import AppConfig
 
 
-class BackupsiteConfig(AppConfig):
+class SiteConfig(AppConfig):
+    """The roof: URLs, dashboard, site-wide commands (bootstrap, serve) and static files.
+
+    No models; it may import every feature app, and nothing imports it.
+    """
+
     name = "backupsite"
-    verbose_name = "Backup server"
+    label = "site"
+    verbose_name = "Backup server site"

@@ -2,7 +2,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from backupsite.permissions import Action, user_can, user_roles
+from backupsite.core.permissions import Action, user_can, user_roles
 
 
 def navigation(request: HttpRequest) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from backupsite.env import (
+from backupsite.core.env import (
     env_bool,
     env_int,
     env_list,
@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "django_q",
+    "backupsite.core",
     "backupsite",
     "protection",
     "recovery",

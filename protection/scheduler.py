@@ -16,15 +16,8 @@ from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
-from protection.models import (
-    ACTIVE_STATES,
-    Job,
-    JobKind,
-    ProtectedDataSource,
-    ProtectionGroup,
-    ReplicaCreationMethod,
-    ReplicaState,
-)
+from backupsite.core.models import ACTIVE_STATES, Job, JobKind
+from protection.models import ProtectedDataSource, ProtectionGroup, ReplicaCreationMethod, ReplicaState
 
 # A slot missed by more than this (server down) is skipped rather than run late.
 CATCH_UP_LIMIT = timedelta(hours=6)

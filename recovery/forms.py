@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 
-from backupsite.credentials import encrypt_json
+from backupsite.core.credentials import encrypt_json
 from protection.models import Host
 from recovery.models import RecoveryType
 from recovery.notifications import parse_addresses

@@ -1,16 +1,15 @@
-"""Recovery job handlers register themselves here; the runner imports this module."""
+"""Recovery's job handler; found by the job registry's autodiscovery."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from protection.jobs.context import JobContext
-from protection.jobs.registry import handles
-from protection.models import JobKind
+from backupsite.core.jobs.context import JobContext
+from backupsite.core.jobs.registry import handles
+from backupsite.core.models import JobKind
+from recovery.services.run import run_recovery
 
 
 @handles(JobKind.RECOVERY)
 def recovery(context: JobContext) -> dict[str, Any]:
-    from recovery.services.run import run_recovery
-
     return run_recovery(context)

@@ -70,7 +70,7 @@ class RecoveryDraft(models.Model):
     data = models.JSONField(default=dict, blank=True)
     # Set once the recovery is submitted; the draft then only points at its job.
     job = models.OneToOneField(
-        "protection.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="recovery_draft"
+        "backupsite.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="recovery_draft"
     )
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(auto_now=True)
@@ -114,7 +114,7 @@ class ItemState(models.TextChoices):
 class RecoveryItemResult(models.Model):
     """One line of a recovery's result table: an item, where it went, how it went."""
 
-    job = models.ForeignKey("protection.Job", on_delete=models.CASCADE, related_name="recovery_items")
+    job = models.ForeignKey("backupsite.Job", on_delete=models.CASCADE, related_name="recovery_items")
     position = models.PositiveIntegerField(default=0)
     kind = models.CharField(max_length=16, choices=ItemKind.choices)
     source = models.CharField(max_length=2048, help_text="Where the item is in the recovery point")

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from protection.models import ACTIVE_STATES, Job, JobKind
+from backupsite.core.models import ACTIVE_STATES, Job, JobKind
 from storage.models import Datastore
 
 GC_EVERY = timedelta(days=1)

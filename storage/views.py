@@ -5,9 +5,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from backupsite.models import AuditEvent
-from backupsite.permissions import Action, get_for_user, require, visible
-from protection.models import JobKind
+from backupsite.core.models import AuditEvent, JobKind
+from backupsite.core.permissions import (
+    Action,
+    get_for_user,
+    require,
+    visible,
+)
 from storage.maintenance import submit_now
 from storage.models import Datastore
 

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
 
-from backupsite.permissions import Role
+from backupsite.core.permissions import Role
 
 PASSWORD = "correct-horse-battery-staple"
 

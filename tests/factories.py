@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from protection.models import ConnectionKind, Host, Job, JobKind, VirtualMachine
+from backupsite.core.models import Job, JobKind
+from protection.models import ConnectionKind, Host, VirtualMachine
 
 
 def make_host(name: str = "hv01", **fields: Any) -> Host:

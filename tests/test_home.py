@@ -7,7 +7,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from protection.models import JobState, ProtectedDataSource, ProtectionGroup, RecoveryPoint
+from backupsite.core.models import JobState
+from protection.models import ProtectedDataSource, ProtectionGroup, RecoveryPoint
 from storage.models import Datastore
 from tests.factories import make_job, make_vm
 

@@ -8,10 +8,11 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
-from protection.jobs.context import JobContext, JobError
-from protection.jobs.registry import handler_override
-from protection.jobs.runner import reap_stale_jobs, run_job
-from protection.models import Job, JobKind, JobState, VMLock
+from backupsite.core.jobs.context import JobContext, JobError
+from backupsite.core.jobs.reaper import reap_stale_jobs
+from backupsite.core.jobs.registry import handler_override
+from backupsite.core.jobs.runner import run_job
+from backupsite.core.models import Job, JobKind, JobState, VMLock
 from tests.factories import make_job, make_vm
 
 pytestmark = pytest.mark.django_db
@@ -115,7 +116,7 @@ def test_two_jobs_never_run_on_one_vm() -> None:
         assert ran == []
         assert waiting.state == JobState.QUEUED
         assert f"Waiting for job #{holder.pk}" in waiting.message
-        retry = Schedule.objects.get(func="protection.jobs.runner.run_job")
+        retry = Schedule.objects.get(func="backupsite.core.jobs.runner.run_job")
         assert retry.args == f"({waiting.pk},)" and retry.next_run > timezone.now()
 
         VMLock.release(holder)

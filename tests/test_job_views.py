@@ -4,8 +4,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from backupsite.models import AuditEvent
-from protection.models import JobKind, JobState
+from backupsite.core.models import AuditEvent, JobKind, JobState
 from tests.factories import make_job, make_vm
 
 pytestmark = pytest.mark.django_db

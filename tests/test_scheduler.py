@@ -6,7 +6,8 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from protection.models import Job, JobKind, JobState, ProtectedDataSource, ProtectionGroup, ReplicaState
+from backupsite.core.models import Job, JobKind, JobState
+from protection.models import ProtectedDataSource, ProtectionGroup, ReplicaState
 from protection.scheduler import due_jobs, latest_slot, tick
 from storage.models import Datastore
 from tests.factories import make_vm

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from backupsite.env import env_bool, env_int, env_list, parse_database_url
+from backupsite.core.env import (
+    env_bool,
+    env_int,
+    env_list,
+    parse_database_url,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_KEY = "a-good-test-key-with-enough-different-characters-0123456789"

@@ -9,8 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from backupsite.models import AuditEvent
-from protection.models import Job, JobKind, JobState
+from backupsite.core.models import AuditEvent, Job, JobKind, JobState
 from storage.maintenance import due_maintenance, schedule_maintenance
 from storage.models import Datastore
 

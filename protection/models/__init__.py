@@ -26,11 +26,8 @@ from protection.models.inventory import (
     VirtualMachine,
     VMState,
 )
-from protection.models.jobs import ACTIVE_STATES, FINISHED_STATES, Job, JobKind, JobState, VMLock
 
 __all__ = [
-    "ACTIVE_STATES",
-    "FINISHED_STATES",
     "MAX_RETENTION_DAYS",
     "SYNC_FREQUENCY_CHOICES",
     "Alert",
@@ -44,9 +41,6 @@ __all__ = [
     "DiskFormat",
     "Host",
     "HostStatus",
-    "Job",
-    "JobKind",
-    "JobState",
     "OSFamily",
     "ProtectedDataSource",
     "ProtectionGroup",
@@ -58,7 +52,6 @@ __all__ = [
     "ReplicaState",
     "ReplicationRole",
     "StorageKind",
-    "VMLock",
     "VMState",
     "VirtualDisk",
     "VirtualMachine",

@@ -47,7 +47,7 @@ class Alert(models.Model):
         "storage.Datastore", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
     )
     job = models.ForeignKey(
-        "protection.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts"
+        "backupsite.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts"
     )
     created = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now)

@@ -62,13 +62,13 @@ class Host(models.Model):
 
     @property
     def credentials(self) -> dict[str, Any]:
-        from backupsite.credentials import decrypt_json
+        from backupsite.core.credentials import decrypt_json
 
         return decrypt_json(self.credentials_encrypted) if self.credentials_encrypted else {}
 
     @credentials.setter
     def credentials(self, value: dict[str, Any]) -> None:
-        from backupsite.credentials import encrypt_json
+        from backupsite.core.credentials import encrypt_json
 
         self.credentials_encrypted = encrypt_json(value) if value else ""
 

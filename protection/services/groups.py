@@ -16,10 +16,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.http import HttpRequest
 
-from backupsite.models import AuditEvent
+from backupsite.core.models import AuditEvent, Job, JobKind
 from protection.models import (
-    Job,
-    JobKind,
     ProtectedDataSource,
     ProtectionGroup,
     ProtectionGroupDraft,

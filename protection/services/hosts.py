@@ -14,10 +14,10 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
-from backupsite.models import AuditEvent
+from backupsite.core.models import AuditEvent, Job, JobKind
 from protection.connectors import Connector, ConnectorError, Finding, Severity
 from protection.connectors.base import ConnectionTest
-from protection.models import Host, Job, JobKind, ProtectedDataSource, RecoveryPoint, VirtualMachine
+from protection.models import Host, ProtectedDataSource, RecoveryPoint, VirtualMachine
 
 
 class HostError(Exception):

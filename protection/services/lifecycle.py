@@ -7,17 +7,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from backupsite.models import AuditEvent
-from protection.jobs.context import JobContext, JobError
-from protection.models import (
-    Alert,
-    AlertKind,
-    Job,
-    JobKind,
-    ProtectedDataSource,
-    ProtectionGroup,
-    RecoveryPoint,
-)
+from backupsite.core.jobs.context import JobContext, JobError
+from backupsite.core.models import AuditEvent, Job, JobKind
+from protection.models import Alert, AlertKind, ProtectedDataSource, ProtectionGroup, RecoveryPoint
 from storage.models import Datastore
 
 

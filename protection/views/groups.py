@@ -5,10 +5,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from backupsite.permissions import Action, get_for_user, require
+from backupsite.core.models import Job
+from backupsite.core.permissions import Action, get_for_user, require
 from protection.forms.actions import StopProtectionForm
 from protection.forms.fields import describe_schedule
-from protection.models import Job, ProtectionGroup, RecoveryPoint, ReplicaState
+from protection.models import ProtectionGroup, RecoveryPoint, ReplicaState
 from protection.services import groups as group_service
 
 

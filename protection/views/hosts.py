@@ -5,8 +5,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from backupsite.permissions import Action, get_for_user, require
-from backupsite.types import HtmxHttpRequest
+from backupsite.core.permissions import Action, get_for_user, require
+from backupsite.core.types import HtmxHttpRequest
 from protection.forms.hosts import ConnectionForm, HostForm
 from protection.models import Host
 from protection.services import hosts as host_service

@@ -6,9 +6,15 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from backupsite.permissions import Action, get_for_user, require, visible
+from backupsite.core.models import JobKind
+from backupsite.core.permissions import (
+    Action,
+    get_for_user,
+    require,
+    visible,
+)
 from protection.forms.actions import StopProtectionForm, VMJobForm
-from protection.models import Host, JobKind, ProtectionGroup, VirtualMachine
+from protection.models import Host, ProtectionGroup, VirtualMachine
 from protection.services import groups as group_service
 from protection.services.hosts import vm_prerequisites
 

@@ -9,10 +9,15 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from backupsite.models import AuditEvent
-from backupsite.permissions import Action, get_for_user, require, visible
-from backupsite.types import HtmxHttpRequest
-from protection.models import Job, JobKind, JobState, ProtectionGroup
+from backupsite.core.models import AuditEvent, Job, JobKind, JobState
+from backupsite.core.permissions import (
+    Action,
+    get_for_user,
+    require,
+    visible,
+)
+from backupsite.core.types import HtmxHttpRequest
+from protection.models import ProtectionGroup
 
 # htmx stops polling when a response has this status.
 HTMX_STOP_POLLING = 286

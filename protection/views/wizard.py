@@ -15,8 +15,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from backupsite.permissions import Action, get_for_user
-from backupsite.types import HtmxHttpRequest
+from backupsite.core.permissions import Action, get_for_user
+from backupsite.core.types import HtmxHttpRequest
 from protection.forms.fields import describe_schedule
 from protection.forms.wizard import (
     STEP_BY_KEY,

@@ -22,8 +22,8 @@ from typing import Any
 
 from django.conf import settings
 
-from backupsite.credentials import decrypt_json
-from protection.jobs.context import JobCancelled, JobContext, JobError
+from backupsite.core.credentials import decrypt_json
+from backupsite.core.jobs.context import JobCancelled, JobContext, JobError
 from protection.models import RecoveryPoint
 from recovery.itemlevel import (
     Conflict,

@@ -15,8 +15,8 @@ from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from backupsite.models import AuditEvent
-from protection.jobs.context import JobCancelled, JobContext, JobError
+from backupsite.core.jobs.context import JobCancelled, JobContext, JobError
+from backupsite.core.models import AuditEvent
 from protection.models import Alert, AlertKind, RecoveryPoint
 from recovery.models import RecoveryItemResult, RecoveryType
 from recovery.notifications import RecoveryReport, send_recovery_report

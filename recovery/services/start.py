@@ -11,8 +11,9 @@ from typing import Any
 
 from django.db import transaction
 
-from backupsite.credentials import decrypt_json
-from protection.models import Job, JobKind, RecoveryPoint
+from backupsite.core.credentials import decrypt_json
+from backupsite.core.models import Job, JobKind
+from protection.models import RecoveryPoint
 from recovery.models import RecoveryDraft, RecoveryType, WizardStep
 from recovery.services.browse import InvalidItem, disk_names, parse_item
 from recovery.services.destinations import DestinationInvalid, parse_unc, validate_server_folder

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from backupsite.core.jobs.context import JobContext, JobError
 from protection.connectors import ConnectorError, Finding, RestoreTarget, Severity
-from protection.jobs.context import JobContext, JobError
 from protection.models import Host, ProtectedDataSource, RecoveryPoint, VirtualMachine
 from recovery.models import ItemKind, ItemState, RecoveryItemResult, RecoveryType
 from recovery.throttle import Throttle

@@ -12,9 +12,9 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
-from backupsite.models import AuditEvent
-from backupsite.permissions import Action, get_for_user
-from backupsite.types import HtmxHttpRequest
+from backupsite.core.models import AuditEvent
+from backupsite.core.permissions import Action, get_for_user
+from backupsite.core.types import HtmxHttpRequest
 from protection.models import RecoveryPoint
 from recovery.itemlevel.browse import Entry
 from recovery.itemlevel.errors import ItemLevelError

@@ -11,8 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from backupsite.permissions import get_for_user
-from backupsite.types import HtmxHttpRequest
+from backupsite.core.permissions import get_for_user
+from backupsite.core.types import HtmxHttpRequest
 from protection.models import RecoveryPoint, VirtualMachine
 
 

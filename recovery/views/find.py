@@ -9,8 +9,8 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from backupsite.permissions import Action, require, visible
-from backupsite.types import HtmxHttpRequest
+from backupsite.core.permissions import Action, require, visible
+from backupsite.core.types import HtmxHttpRequest
 from protection.models import VirtualMachine
 
 MAX_RESULTS = 200

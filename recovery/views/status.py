@@ -13,9 +13,10 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from backupsite.permissions import get_for_user
-from backupsite.types import HtmxHttpRequest
-from protection.models import Job, JobKind, RecoveryPoint
+from backupsite.core.models import Job, JobKind
+from backupsite.core.permissions import get_for_user
+from backupsite.core.types import HtmxHttpRequest
+from protection.models import RecoveryPoint
 from protection.views.jobs import HTMX_STOP_POLLING
 from recovery.models import RecoveryType
 from recovery.services.options import describe_throttle

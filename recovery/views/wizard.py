@@ -17,9 +17,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from backupsite.models import AuditEvent
-from backupsite.permissions import Action, get_for_user, require
-from backupsite.types import HtmxHttpRequest
+from backupsite.core.models import AuditEvent
+from backupsite.core.permissions import Action, get_for_user, require
+from backupsite.core.types import HtmxHttpRequest
 from protection.connectors import Severity
 from protection.models import Host, RecoveryPoint
 from recovery.forms import AlternateTargetForm, DestinationForm, ItemsForm, OptionsForm, TypeForm

@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from backupsite.permissions import Role
-from protection.models import Job, JobKind, JobState
+from backupsite.core.models import Job, JobKind, JobState
+from backupsite.core.permissions import Role
 from tests.factories import make_vm
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

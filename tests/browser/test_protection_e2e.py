@@ -24,20 +24,12 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from backupsite.permissions import Role
+from backupsite.core.models import ACTIVE_STATES, Job, JobKind, JobState
+from backupsite.core.permissions import Role
 from protection.connectors.lab import LabConnector
 from protection.connectors.labguest import churn
 from protection.connectors.labhost import create_lab_host
-from protection.models import (
-    ACTIVE_STATES,
-    Job,
-    JobKind,
-    JobState,
-    ProtectedDataSource,
-    RecoveryPoint,
-    ReplicaState,
-    VirtualMachine,
-)
+from protection.models import ProtectedDataSource, RecoveryPoint, ReplicaState, VirtualMachine
 from protection.scheduler import tick
 from storage.engine.chunks import ZERO_DIGEST
 from storage.models import Datastore

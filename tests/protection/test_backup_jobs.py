@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from backupsite.core.jobs.runner import run_job
+from backupsite.core.models import Job, JobKind, JobState
 from protection.connectors import Consistency
 from protection.connectors.labguest import churn
-from protection.jobs.runner import run_job
 from protection.models import (
     Alert,
     AlertKind,
-    Job,
-    JobKind,
-    JobState,
     ProtectedDataSource,
     RecoveryPoint,
     ReplicaState,

@@ -7,16 +7,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from backupsite.models import AuditEvent
-from protection.models import (
-    Job,
-    JobKind,
-    JobState,
-    ProtectionGroup,
-    ProtectionGroupDraft,
-    RecoveryPoint,
-    ReplicaState,
-)
+from backupsite.core.models import AuditEvent, Job, JobKind, JobState
+from protection.models import ProtectionGroup, ProtectionGroupDraft, RecoveryPoint, ReplicaState
 from storage.models import Datastore
 from tests.factories import make_job, make_vm
 from tests.protection.helpers import protect

@@ -10,19 +10,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from backupsite.models import AuditEvent
+from backupsite.core.models import AuditEvent, Job, JobKind, JobState
 from protection.connectors.labhost import write_host_json
-from protection.models import (
-    ConnectionKind,
-    Host,
-    HostStatus,
-    Job,
-    JobKind,
-    JobState,
-    ProtectionGroup,
-    RecoveryPoint,
-    VirtualMachine,
-)
+from protection.models import ConnectionKind, Host, HostStatus, ProtectionGroup, RecoveryPoint, VirtualMachine
 from storage.models import Datastore
 from tests.factories import make_host, make_vm
 from tests.protection.helpers import protect

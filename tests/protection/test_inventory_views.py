@@ -4,9 +4,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from backupsite.models import AuditEvent
+from backupsite.core.models import AuditEvent, Job, JobKind, JobState
 from protection.connectors import Finding, HostUnreachable, Severity
-from protection.models import Job, JobKind, JobState, ProtectionGroup, ReplicaState, VirtualMachine
+from protection.models import ProtectionGroup, ReplicaState, VirtualMachine
 from storage.models import Datastore
 from tests.factories import make_host, make_job, make_vm
 from tests.protection.helpers import FakeConnector, protect, vm_with_disk

@@ -11,15 +11,12 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from backupsite.models import AuditEvent
-from backupsite.permissions import Role
+from backupsite.core.jobs.context import JobContext
+from backupsite.core.jobs.registry import handler_override
+from backupsite.core.models import AuditEvent, Job, JobKind, JobState
+from backupsite.core.permissions import Role
 from protection.connectors import HostUnreachable
-from protection.jobs.context import JobContext
-from protection.jobs.registry import handler_override
 from protection.models import (
-    Job,
-    JobKind,
-    JobState,
     ProtectedDataSource,
     ProtectionGroup,
     ProtectionGroupDraft,
@@ -188,7 +185,7 @@ def test_handlers_run_after_commit(
 
     fill(operator_client, draft, valid)
     # The runner imports the real handlers on first use; import them first so the override wins.
-    importlib.import_module("protection.jobs.handlers")
+    importlib.import_module("protection.jobs")
     with (
         handler_override(JobKind.INITIAL_REPLICA, fake_initial_replica),
         django_capture_on_commit_callbacks(execute=True),

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from protection.jobs.runner import run_job
-from protection.models import Job, JobKind, JobState, RecoveryPoint, VirtualMachine
+from backupsite.core.jobs.runner import run_job
+from backupsite.core.models import Job, JobKind, JobState
+from protection.models import RecoveryPoint, VirtualMachine
 from recovery.models import RecoveryDraft, WizardStep
 
 # Fixtures shared with other suites: the lab host of the protection tests and the item-level

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from backupsite.models import AuditEvent
+from backupsite.core.models import AuditEvent
 from recovery.models import WizardStep
 from recovery.services.browse import ItemRef
 from tests.recovery.conftest import Image

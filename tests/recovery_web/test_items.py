@@ -14,8 +14,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from protection.jobs.runner import run_job
-from protection.models import Alert, AlertKind, Job, JobKind, JobState, RecoveryPoint
+from backupsite.core.jobs.runner import run_job
+from backupsite.core.models import Job, JobKind, JobState
+from protection.models import Alert, AlertKind, RecoveryPoint
 from recovery.models import ItemState, RecoveryItemResult
 from recovery.services.browse import ItemRef, volumes
 from storage.models import Datastore

@@ -14,10 +14,11 @@ from django.contrib.auth.models import Group
 from django.test import override_settings
 from django.utils import timezone
 
-from backupsite.permissions import Role
+from backupsite.core.models import Job, JobKind, JobState
+from backupsite.core.permissions import Role
 from protection.connectors.labguest import churn
 from protection.connectors.labhost import write_host_json
-from protection.models import ConnectionKind, Host, Job, JobKind, JobState, VirtualMachine
+from protection.models import ConnectionKind, Host, VirtualMachine
 from recovery.services.browse import volumes
 from tests.recovery_web.conftest import (
     BackedUpLab,

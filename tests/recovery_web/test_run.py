@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-from backupsite.models import AuditEvent
-from protection.jobs.runner import run_job
-from protection.models import Alert, AlertKind, Job, JobKind, JobState
+from backupsite.core.jobs.runner import run_job
+from backupsite.core.models import AuditEvent, Job, JobKind, JobState
+from protection.models import Alert, AlertKind
 from recovery.services.browse import ItemRef
 from tests.recovery_web.conftest import BackedUpLab, SMTPServer, wait_until
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import smbclient
 
-from backupsite.credentials import encrypt_json
-from protection.jobs.runner import run_job
-from protection.models import Job, JobKind, JobState, RecoveryPoint
+from backupsite.core.credentials import encrypt_json
+from backupsite.core.jobs.runner import run_job
+from backupsite.core.models import Job, JobKind, JobState
+from protection.models import RecoveryPoint
 from recovery.models import ItemState, RecoveryItemResult
 from recovery.services import smb
 from recovery.services.browse import ItemRef, folder, open_download, volumes

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from protection.models import Job, JobKind, JobState
+from backupsite.core.models import Job, JobKind, JobState
 from recovery.models import WizardStep
 from recovery.services import start
 from recovery.services.browse import ItemRef

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from protection.models import JobKind, JobState
+from backupsite.core.models import JobKind, JobState
 from recovery.models import ItemState, RecoveryItemResult
 from tests.factories import make_job, make_vm
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from backupsite.models import AuditEvent
+from backupsite.core.jobs.runner import run_job
+from backupsite.core.models import AuditEvent, Job, JobKind, JobState
 from protection.connectors.labguest import churn
 from protection.connectors.labhost import write_host_json
-from protection.jobs.runner import run_job
-from protection.models import Alert, AlertKind, ConnectionKind, Host, Job, JobKind, JobState, VirtualMachine
+from protection.models import Alert, AlertKind, ConnectionKind, Host, VirtualMachine
 from recovery.models import ItemState, RecoveryItemResult
 from recovery.services.vmrestore import MAX_PATH
 from tests.recovery_web.conftest import BackedUpLab

@@ -10,9 +10,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from backupsite.models import AuditEvent
+from backupsite.core.models import AuditEvent, Job, JobKind, JobState
 from protection.connectors.labhost import write_host_json
-from protection.models import ConnectionKind, Host, Job, JobKind, JobState
+from protection.models import ConnectionKind, Host
 from recovery.models import RecoveryDraft, WizardStep
 from recovery.services.browse import ItemRef
 from tests.recovery_web.conftest import BackedUpLab, make_draft, user_of

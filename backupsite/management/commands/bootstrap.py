@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django_q.models import Schedule
 
-from backupsite.models import AuditEvent
+from backupsite.core.models import AuditEvent
 from storage.models import Datastore
 
 # Every minute: the protection scheduler decides what is due from the policies, and
@@ -22,7 +22,7 @@ from storage.models import Datastore
 # garbage collection and weekly verification of every datastore, when due.
 SCHEDULES = {
     "protection-scheduler": ("protection.scheduler.tick", 1),
-    "reap-stale-jobs": ("protection.jobs.runner.reap_stale_jobs", 1),
+    "reap-stale-jobs": ("backupsite.core.jobs.reaper.reap_stale_jobs", 1),
     "datastore-maintenance": ("storage.maintenance.schedule_maintenance", 60),
 }
 

@@ -9,8 +9,8 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from backupsite.models import AuditEvent
-from backupsite.permissions import Role
+from backupsite.core.models import AuditEvent
+from backupsite.core.permissions import Role
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from backupsite.models import AuditEvent
+from backupsite.core.models import AuditEvent
 
 
 @admin.register(AuditEvent)

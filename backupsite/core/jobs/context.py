@@ -9,7 +9,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from protection.models import Job
+from backupsite.core.models import Job
 
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes: the page polls every second
 CANCEL_CHECK_INTERVAL = 1.0

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.urls import reverse
 from django.utils import timezone
+from django_q.tasks import async_task
 
 
 class JobKind(models.TextChoices):
@@ -37,6 +38,9 @@ class JobState(models.TextChoices):
 FINISHED_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
 STALE_AFTER = timedelta(minutes=10)
+# The django-q2 task that runs a job. Queued tasks and one-off retry schedules store this
+# dotted path in the database, so a rename needs a data migration (see 0003_jobs).
+RUN_JOB_TASK = "backupsite.core.jobs.runner.run_job"
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -137,9 +141,7 @@ class Job(models.Model):
         return job
 
     def enqueue(self) -> None:
-        from django_q.tasks import async_task
-
-        async_task("protection.jobs.runner.run_job", self.pk, task_name=f"job-{self.pk}")
+        async_task(RUN_JOB_TASK, self.pk, task_name=f"job-{self.pk}")
 
     def request_cancel(self) -> bool:
         """Cancel a queued job at once; ask a running one to stop at its next check."""

@@ -10,10 +10,12 @@ from datetime import timedelta
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest, NullIf
 from django.utils import timezone
+from django_q.models import Schedule
+from django_q.tasks import schedule
 
-from protection.jobs.context import JobCancelled, JobContext
-from protection.jobs.registry import get_handler
-from protection.models import Job, JobState, VMLock
+from backupsite.core.jobs.context import JobCancelled, JobContext
+from backupsite.core.jobs.registry import get_handler
+from backupsite.core.models import RUN_JOB_TASK, Job, JobState, VMLock
 
 logger = logging.getLogger(__name__)
 LOCK_RETRY_DELAY = timedelta(seconds=30)
@@ -85,35 +87,16 @@ def _finish(job: Job, started: float, state: JobState, **fields: object) -> None
 
 def _wait_for_lock(job: Job, holder: Job) -> None:
     """Put the job back in the queue and try again shortly: one job per VM at a time."""
-    from django_q.models import Schedule
-    from django_q.tasks import schedule
-
     Job.objects.filter(pk=job.pk).update(
         state=JobState.QUEUED,
         started=None,
         message=f"Waiting for job #{holder.pk} ({holder.get_kind_display()}) on {job.vm}",
     )
     schedule(
-        "protection.jobs.runner.run_job",
+        RUN_JOB_TASK,
         job.pk,
         name=f"job-{job.pk}-retry-{int(time.time() * 1000)}",
         schedule_type=Schedule.ONCE,
         repeats=1,
         next_run=timezone.now() + LOCK_RETRY_DELAY,
     )
-
-
-def reap_stale_jobs() -> int:
-    """Fail running jobs whose worker stopped sending heartbeats (killed, machine lost)."""
-    now = timezone.now()
-    reaped = 0
-    for job in Job.objects.filter(state=JobState.RUNNING):
-        if job.is_stale(now):
-            reaped += Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(
-                state=JobState.FAILED,
-                finished=now,
-                error="The worker running this job stopped responding (process killed or machine lost).",
-                message="Failed: worker lost",
-            )
-            VMLock.release(job)
-    return reaped

@@ -9,9 +9,9 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from backupsite.models import AuditEvent
-from backupsite.permissions import Action, require, visible
-from protection.models import Alert, Job, JobState, RecoveryPoint, VirtualMachine
+from backupsite.core.models import AuditEvent, Job, JobState
+from backupsite.core.permissions import Action, require, visible
+from protection.models import Alert, RecoveryPoint, VirtualMachine
 from storage.models import Datastore
 
 

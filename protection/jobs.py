@@ -1,12 +1,16 @@
-"""Handlers for every job kind. Each takes a JobContext and returns a result dict."""
+"""Protection's job handlers (inventory, backups, stop protection, datastore verify and
+garbage collection, which reconcile the catalog of recovery points). Found by the job
+registry's autodiscovery; each handler takes a JobContext and returns a result dict."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from protection.jobs.context import JobContext, JobError
-from protection.jobs.registry import handles
-from protection.models import JobKind
+from backupsite.core.jobs.context import JobContext, JobError
+from backupsite.core.jobs.registry import handles
+from backupsite.core.models import JobKind
+from protection.services import lifecycle
+from protection.services.backup import run_backup_job
 
 
 @handles(JobKind.INVENTORY)
@@ -26,27 +30,19 @@ def refresh_inventory(context: JobContext) -> dict[str, Any]:
 @handles(JobKind.EXPRESS_FULL)
 @handles(JobKind.CONSISTENCY_CHECK)
 def backup(context: JobContext) -> dict[str, Any]:
-    from protection.services.backup import run_backup_job
-
     return run_backup_job(context)
 
 
 @handles(JobKind.STOP_PROTECTION)
 def stop_protection(context: JobContext) -> dict[str, Any]:
-    from protection.services.lifecycle import stop_protection as stop
-
-    return stop(context)
+    return lifecycle.stop_protection(context)
 
 
 @handles(JobKind.VERIFY)
 def verify(context: JobContext) -> dict[str, Any]:
-    from protection.services.lifecycle import verify_datastore
-
-    return verify_datastore(context)
+    return lifecycle.verify_datastore(context)
 
 
 @handles(JobKind.GARBAGE_COLLECTION)
 def garbage_collection(context: JobContext) -> dict[str, Any]:
-    from protection.services.lifecycle import collect_garbage
-
-    return collect_garbage(context)
+    return lifecycle.collect_garbage(context)

@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from protection.jobs.context import JobContext
+from django.utils.module_loading import autodiscover_modules
+
+from backupsite.core.jobs.context import JobContext
 
 Handler = Callable[[JobContext], dict[str, Any] | None]
 _handlers: dict[str, Handler] = {}
@@ -21,9 +23,12 @@ def handles(kind: str) -> Callable[[Handler], Handler]:
 
 
 def load_handlers() -> None:
-    """Import the modules whose handlers register themselves (idempotent)."""
-    from protection.jobs import handlers  # noqa: F401
-    from recovery import jobs  # noqa: F401
+    """Import every installed app's ``jobs`` module, whose handlers register themselves.
+
+    Idempotent (modules are imported once). Done on first use rather than at start-up so
+    that web processes and management commands do not load the backup machinery.
+    """
+    autodiscover_modules("jobs")
 
 
 def get_handler(kind: str) -> Handler | None:

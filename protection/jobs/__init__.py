@@ -1,1 +1,0 @@
-"""The job runner: every kind of long work runs through :func:`runner.run_job`."""
