@@ -10,10 +10,11 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from protection.connectors import labconfig, prerequisites
-from protection.connectors.base import (
+from protection.connectors.labconfig import LabHostConfig, LabVMConfig
+from protection.connectors.protocol import (
     BackupSession,
     ConnectionTest,
     ConnectorError,
@@ -36,7 +37,6 @@ from protection.connectors.base import (
     VMInfo,
     VMNotFound,
 )
-from protection.connectors.labconfig import LabHostConfig, LabVMConfig
 from protection.connectors.vhdxfile import DiskFileError, read_vhd_footer, read_vhdx_layout
 
 if TYPE_CHECKING:
@@ -126,7 +126,16 @@ def vm_info(cfg: LabVMConfig, host: LabHostConfig) -> VMInfo:
 class LabConnector:
     kind = "lab"
 
-    def __init__(self, address: str | Path, *, lock_wait_seconds: float = 10.0):
+    def __init__(
+        self,
+        address: str | Path,
+        credentials: Mapping[str, Any] | None = None,
+        *,
+        lock_wait_seconds: float = 10.0,
+    ):
+        # A lab host is a local folder: it needs no credentials, but the registry
+        # builds every connector kind the same way.
+        del credentials
         self.address = str(address)
         self.folder = Path(address)
         # How long begin_backup / restore wait for guest writes to finish.

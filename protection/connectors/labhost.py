@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from protection.connectors import labdisks
-from protection.connectors.base import ConnectorError
 from protection.connectors.labconfig import (
     DISKS_DIR,
     FORMAT_VERSION,
@@ -21,6 +20,7 @@ from protection.connectors.labconfig import (
     write_json_atomic,
 )
 from protection.connectors.labdisks import DiskSpec, MiB
+from protection.connectors.protocol import ConnectorError
 
 DEFAULT_OS = "Windows Server 2022"
 # Integration services / highest configuration version per host OS, as Get-VMHost

@@ -17,7 +17,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from protection.connectors import labconfig, prerequisites
-from protection.connectors.base import (
+from protection.connectors.labconfig import VM_FILE, LabVMConfig
+from protection.connectors.labguest import VMLock
+from protection.connectors.protocol import (
     ConnectorError,
     FileSource,
     Finding,
@@ -28,8 +30,6 @@ from protection.connectors.base import (
     Severity,
     VMNotFound,
 )
-from protection.connectors.labconfig import VM_FILE, LabVMConfig
-from protection.connectors.labguest import VMLock
 from protection.connectors.rct import remove_journal
 
 if TYPE_CHECKING:

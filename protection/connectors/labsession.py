@@ -17,7 +17,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO
 
 from protection.connectors import guestfs, prerequisites, vhdx_map
-from protection.connectors.base import (
+from protection.connectors.labconfig import VM_FILE, update_vm_json
+from protection.connectors.labguest import VMLock
+from protection.connectors.protocol import (
     BackupFile,
     BackupRefused,
     ConnectorError,
@@ -26,8 +28,6 @@ from protection.connectors.base import (
     VMInfo,
     VMState,
 )
-from protection.connectors.labconfig import VM_FILE, update_vm_json
-from protection.connectors.labguest import VMLock
 from protection.connectors.ranges import Range, normalize, subtract
 from protection.connectors.rct import RCTJournal
 from protection.connectors.vhdxfile import DiskFileError, disk_file_errors, read_vhdx_layout

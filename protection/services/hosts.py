@@ -16,7 +16,7 @@ from django.http import HttpRequest
 
 from backupsite.models import AuditEvent
 from protection.connectors import Connector, ConnectorError, Finding, Severity
-from protection.connectors.base import ConnectionTest
+from protection.connectors.protocol import ConnectionTest
 from protection.models import Host, Job, JobKind, ProtectedDataSource, RecoveryPoint, VirtualMachine
 
 

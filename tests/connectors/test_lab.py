@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from protection.connectors.base import (
-    Connector,
+from protection.connectors.lab import LabConnector
+from protection.connectors.protocol import (
     ControllerKind,
     DiskFormat,
     DiskType,
@@ -17,24 +17,11 @@ from protection.connectors.base import (
     ReplicationRole,
     Severity,
     StorageKind,
-    UnsupportedConnector,
     VMNotFound,
     VMState,
-    get_connector,
 )
-from protection.connectors.lab import LabConnector
 from protection.connectors.vhdxfile import read_vhdx_layout
 from tests.connectors.conftest import Lab
-
-
-def test_get_connector_gives_lab_connector_that_satisfies_the_protocol(lab: Lab) -> None:
-    conn = get_connector("lab", str(lab.folder), None)
-    assert isinstance(conn, LabConnector)
-    assert isinstance(conn, Connector)
-    with pytest.raises(UnsupportedConnector, match="not part of this build"):
-        get_connector("hyperv", "hv01.example.com", {"username": "x"})
-    with pytest.raises(UnsupportedConnector, match="Unknown connector kind"):
-        get_connector("vmware", "x", None)
 
 
 def test_inventory_reports_host_and_vms_from_real_disks(lab: Lab) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from protection.connectors import guestfs, labdisks
-from protection.connectors.base import ConnectorError
 from protection.connectors.labguest import VMBusy, VMLock, churn, guest_write
+from protection.connectors.protocol import ConnectorError
 from protection.connectors.ranges import subtract
 from protection.connectors.rct import RCTJournal, journal_path
 from protection.connectors.vhdxfile import PAYLOAD_BLOCK_FULLY_PRESENT, read_vhdx_layout

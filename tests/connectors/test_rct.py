@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protection.connectors.base import ChangeTrackingLost
+from protection.connectors.protocol import ChangeTrackingLost
 from protection.connectors.rct import RCTJournal, journal_path
 
 

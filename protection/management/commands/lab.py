@@ -15,11 +15,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from protection.connectors.base import ConnectorError
 from protection.connectors.labconfig import HOST_FILE
 from protection.connectors.labdisks import LabToolError, MiB, qemu_img_check
 from protection.connectors.labguest import churn
 from protection.connectors.labhost import DEFAULT_OS, HOST_DEFAULTS, create_lab_host
+from protection.connectors.protocol import ConnectorError
 
 
 def lab_root() -> Path:
