@@ -28,7 +28,7 @@ class ConnectorKind:
 
 
 CONNECTOR_KINDS: dict[str, ConnectorKind] = {
-    "lab": ConnectorKind("protection.connectors.lab.LabConnector", "lab"),
+    "lab": ConnectorKind("protection.connectors.lab.connector.LabConnector", "lab"),
     "hyperv": ConnectorKind("protection.connectors.hyperv.connector.HyperVConnector", "Hyper-V (WinRM/SMB)"),
 }
 

@@ -25,9 +25,9 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from backupsite.permissions import Role
-from protection.connectors.lab import LabConnector
-from protection.connectors.labguest import churn
-from protection.connectors.labhost import create_lab_host
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.lab.guest import churn
+from protection.connectors.lab.host import create_lab_host
 from protection.models import (
     ACTIVE_STATES,
     Job,

@@ -13,7 +13,7 @@ from dissect.ntfs import NTFS
 from dissect.volume.disk import Disk
 
 from protection.connectors import guestfs
-from protection.connectors.labguest import churn
+from protection.connectors.lab.guest import churn
 from protection.connectors.protocol import Consistency
 from protection.connectors.ranges import intersect, subtract, total
 from protection.connectors.vhdxfile import read_vhdx_layout

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from protection.connectors import registry
-from protection.connectors.lab import LabConnector
+from protection.connectors.lab.connector import LabConnector
 from protection.connectors.protocol import Connector, UnsupportedConnector
 from protection.connectors.registry import ConnectorKind, get_connector
 from tests.connectors.conftest import Lab

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from protection.connectors import Consistency
-from protection.connectors.labguest import churn
+from protection.connectors.lab.guest import churn
 from protection.jobs.runner import run_job
 from protection.models import (
     Alert,

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backupsite.models import AuditEvent
-from protection.connectors.labhost import write_host_json
+from protection.connectors.lab.host import write_host_json
 from protection.models import (
     ConnectionKind,
     Host,

@@ -15,8 +15,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from backupsite.permissions import Role
-from protection.connectors.labguest import churn
-from protection.connectors.labhost import write_host_json
+from protection.connectors.lab.guest import churn
+from protection.connectors.lab.host import write_host_json
 from protection.models import ConnectionKind, Host, Job, JobKind, JobState, VirtualMachine
 from recovery.services.browse import volumes
 from tests.recovery_web.conftest import (

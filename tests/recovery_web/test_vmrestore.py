@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from backupsite.models import AuditEvent
-from protection.connectors.labguest import churn
-from protection.connectors.labhost import write_host_json
+from protection.connectors.lab.guest import churn
+from protection.connectors.lab.host import write_host_json
 from protection.jobs.runner import run_job
 from protection.models import Alert, AlertKind, ConnectionKind, Host, Job, JobKind, JobState, VirtualMachine
 from recovery.models import ItemState, RecoveryItemResult

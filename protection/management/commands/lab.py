@@ -15,10 +15,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from protection.connectors.labconfig import HOST_FILE
+from protection.connectors.lab.config import HOST_FILE
+from protection.connectors.lab.guest import churn
+from protection.connectors.lab.host import DEFAULT_OS, HOST_DEFAULTS, create_lab_host
 from protection.connectors.labdisks import LabToolError, MiB, qemu_img_check
-from protection.connectors.labguest import churn
-from protection.connectors.labhost import DEFAULT_OS, HOST_DEFAULTS, create_lab_host
 from protection.connectors.protocol import ConnectorError
 
 
@@ -95,7 +95,7 @@ class Command(BaseCommand):
         self.create("DEMO-HV02", 0, 1.0, DEFAULT_OS)
 
     def churn(self, vm_name: str, percent: float, host_name: str | None, seed: int | None) -> None:
-        from protection.connectors.lab import LabConnector
+        from protection.connectors.lab.connector import LabConnector
         from protection.models import Host
 
         folders = {Path(h.address) for h in Host.objects.filter(connection_kind="lab")}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from protection.connectors.labguest import VMBusy, churn
+from protection.connectors.lab.guest import VMBusy, churn
 from protection.connectors.protocol import (
     ChangeTrackingLost,
     Consistency,

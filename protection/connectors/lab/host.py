@@ -1,4 +1,4 @@
-"""Create lab hosts and lab VMs (the folder format is documented in labconfig.py)."""
+"""Create lab hosts and lab VMs (the folder format is documented in config.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from protection.connectors import labdisks
-from protection.connectors.labconfig import (
+from protection.connectors.lab.config import (
     DISKS_DIR,
     FORMAT_VERSION,
     HOST_FILE,
@@ -112,7 +112,7 @@ def add_vm(
     **settings: Any,
 ) -> Path:
     """Create a VM folder with vm.json and its disks; ``settings`` override vm.json keys."""
-    from protection.connectors.labconfig import load_host_config
+    from protection.connectors.lab.config import load_host_config
 
     host = load_host_config(host_folder)
     vm_folder = folder or host_folder / VMS_DIR / name

@@ -12,8 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from protection.connectors import labconfig, prerequisites
-from protection.connectors.labconfig import LabHostConfig, LabVMConfig
+from protection.connectors import prerequisites
+from protection.connectors.lab import config
+from protection.connectors.lab.config import LabHostConfig, LabVMConfig
 from protection.connectors.protocol import (
     BackupSession,
     ConnectionTest,
@@ -40,10 +41,10 @@ from protection.connectors.protocol import (
 from protection.connectors.vhdxfile import DiskFileError, read_vhd_footer, read_vhdx_layout
 
 if TYPE_CHECKING:
-    from protection.connectors.labsession import LabBackupSession
+    from protection.connectors.lab.session import LabBackupSession
 
 
-def describe_disk(vm_folder: Path, disk: labconfig.LabDisk) -> DiskInfo:
+def describe_disk(vm_folder: Path, disk: config.LabDisk) -> DiskInfo:
     """What Get-VMHardDiskDrive + Get-VHD would say; a broken file is reported, not raised."""
     base = DiskInfo(
         path="",
@@ -144,7 +145,7 @@ class LabConnector:
     # ------------------------------------------------------------------ inventory
 
     def host_config(self) -> LabHostConfig:
-        return labconfig.load_host_config(self.folder)
+        return config.load_host_config(self.folder)
 
     def host_info(self, host: LabHostConfig | None = None) -> HostInfo:
         host = host or self.host_config()
@@ -193,9 +194,9 @@ class LabConnector:
     def vm_configs(self) -> tuple[list[LabVMConfig], list[Finding]]:
         configs, findings = [], []
         seen: dict[str, Path] = {}
-        for folder in labconfig.find_vm_folders(self.folder):
+        for folder in config.find_vm_folders(self.folder):
             try:
-                cfg = labconfig.parse_vm_config(folder)
+                cfg = config.parse_vm_config(folder)
             except InvalidVMConfig as exc:
                 findings.append(
                     Finding(
@@ -287,12 +288,12 @@ class LabConnector:
     # ------------------------------------------------------------------ backup
 
     def begin_backup(self, vm_id: str, consistency_wanted: Consistency) -> LabBackupSession:
-        from protection.connectors.labsession import begin_lab_backup
+        from protection.connectors.lab.session import begin_lab_backup
 
         return begin_lab_backup(self, vm_id, Consistency(consistency_wanted))
 
     def end_backup(self, session: BackupSession, ok: bool) -> dict[str, str]:
-        from protection.connectors.labsession import LabBackupSession
+        from protection.connectors.lab.session import LabBackupSession
 
         if not isinstance(session, LabBackupSession):
             raise ConnectorError("This session was not opened by a lab connector.")
@@ -303,11 +304,11 @@ class LabConnector:
     def check_restore_target(
         self, vm_id: str, target: RestoreTarget, file_names: Sequence[str]
     ) -> list[Finding]:
-        from protection.connectors.labrestore import check_restore_target
+        from protection.connectors.lab.restore import check_restore_target
 
         return check_restore_target(self, vm_id, target, file_names)
 
     def restore_vm(self, vm_id: str, files: Mapping[str, FileSource], target: RestoreTarget) -> RestoreResult:
-        from protection.connectors.labrestore import restore_vm
+        from protection.connectors.lab.restore import restore_vm
 
         return restore_vm(self, vm_id, files, target)

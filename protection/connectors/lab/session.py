@@ -17,8 +17,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO
 
 from protection.connectors import guestfs, prerequisites, vhdx_map
-from protection.connectors.labconfig import VM_FILE, update_vm_json
-from protection.connectors.labguest import VMLock
+from protection.connectors.lab.config import VM_FILE, update_vm_json
+from protection.connectors.lab.guest import VMLock
+from protection.connectors.lab.rct import RCTJournal
 from protection.connectors.protocol import (
     BackupFile,
     BackupRefused,
@@ -29,11 +30,10 @@ from protection.connectors.protocol import (
     VMState,
 )
 from protection.connectors.ranges import Range, normalize, subtract
-from protection.connectors.rct import RCTJournal
 from protection.connectors.vhdxfile import DiskFileError, disk_file_errors, read_vhdx_layout
 
 if TYPE_CHECKING:
-    from protection.connectors.lab import LabConnector
+    from protection.connectors.lab.connector import LabConnector
 
 
 def _opener(path: Path) -> Callable[[], BinaryIO]:
@@ -193,7 +193,7 @@ def _disk_files(session: LabBackupSession, folder: Path, vm: VMInfo) -> None:
 def begin_lab_backup(connector: LabConnector, vm_id: str, wanted: Consistency) -> LabBackupSession:
     cfg = connector.vm_config(vm_id)
     host_cfg = connector.host_config()
-    from protection.connectors.lab import vm_info
+    from protection.connectors.lab.connector import vm_info
 
     vm = vm_info(cfg, host_cfg)
     refusal = prerequisites.replica_refusal(vm)

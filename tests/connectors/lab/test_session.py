@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from protection.connectors import guestfs
-from protection.connectors.labguest import VMBusy, VMLock, churn, guest_write
+from protection.connectors.lab.guest import VMBusy, VMLock, churn, guest_write
 from protection.connectors.protocol import (
     BackupRefused,
     BackupSession,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protection.connectors.lab import LabConnector
+from protection.connectors.lab.connector import LabConnector
 from protection.connectors.protocol import (
     ControllerKind,
     DiskFormat,

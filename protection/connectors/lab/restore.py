@@ -16,9 +16,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from protection.connectors import labconfig, prerequisites
-from protection.connectors.labconfig import VM_FILE, LabVMConfig
-from protection.connectors.labguest import VMLock
+from protection.connectors import prerequisites
+from protection.connectors.lab import config
+from protection.connectors.lab.config import VM_FILE, LabVMConfig
+from protection.connectors.lab.guest import VMLock
+from protection.connectors.lab.rct import remove_journal
 from protection.connectors.protocol import (
     ConnectorError,
     FileSource,
@@ -30,10 +32,9 @@ from protection.connectors.protocol import (
     Severity,
     VMNotFound,
 )
-from protection.connectors.rct import remove_journal
 
 if TYPE_CHECKING:
-    from protection.connectors.lab import LabConnector
+    from protection.connectors.lab.connector import LabConnector
 
 DISK_SUFFIXES = (".vhdx", ".avhdx", ".vhd")
 
@@ -53,13 +54,13 @@ def _resolve_destination(
     connector: LabConnector, vm_id: str, target: RestoreTarget
 ) -> tuple[Path, Path, LabVMConfig | None, list[Finding]]:
     """(host folder, VM folder, registered config or None, findings)."""
-    from protection.connectors.lab import LabConnector
+    from protection.connectors.lab.connector import LabConnector
 
     findings: list[Finding] = []
     if target.mode == "original":
         host_folder = connector.folder
         try:
-            labconfig.load_host_config(host_folder)
+            config.load_host_config(host_folder)
         except HostUnreachable as exc:
             findings.append(
                 _error(
@@ -141,7 +142,7 @@ def check_restore_target(
     if target.mode == "original":
         cluster = cfg.cluster if cfg else (backup_config or {}).get("cluster")
         ha = cfg.highly_available if cfg else bool((backup_config or {}).get("highly_available"))
-        host_cluster = labconfig.load_host_config(host_folder).cluster_name
+        host_cluster = config.load_host_config(host_folder).cluster_name
         if (cluster or ha) and (not host_cluster or (cluster and cluster != host_cluster)):
             findings.append(
                 _error(
@@ -180,7 +181,7 @@ def restore_vm(
     files: Mapping[str, FileSource],
     target: RestoreTarget,
 ) -> RestoreResult:
-    from protection.connectors.lab import LabConnector, vm_info
+    from protection.connectors.lab.connector import LabConnector, vm_info
 
     names = [_safe_name(n) for n in files]
     backup_config: dict[str, Any] | None = None
@@ -198,7 +199,7 @@ def restore_vm(
     if backup_config is None and cfg is None:
         raise RestoreRefused(f"the restore needs the VM's configuration file ({VM_FILE})")
     folder.mkdir(parents=True, exist_ok=True)
-    host = labconfig.load_host_config(host_folder)
+    host = config.load_host_config(host_folder)
     with VMLock(folder, "restore").acquire(connector.lock_wait_seconds):
         if cfg is not None:
             # Original instance: the VM's disks and checkpoints are replaced.
@@ -212,12 +213,12 @@ def restore_vm(
             dest = folder / name
             _write_file(dest, files[name])
             remove_journal(dest)  # tracking restarts: older RCT ids are now unknown
-        config = dict(backup_config) if backup_config is not None else dict(cfg.raw)  # type: ignore[union-attr]
-        config["state"] = "Off"
+        vm_json = dict(backup_config) if backup_config is not None else dict(cfg.raw)  # type: ignore[union-attr]
+        vm_json["state"] = "Off"
         if target.mode == "original":
-            config["id"] = vm_id
+            vm_json["id"] = vm_id
         else:
-            config.update(
+            vm_json.update(
                 id=str(uuid.uuid4()),
                 highly_available=False,
                 cluster=None,
@@ -227,8 +228,8 @@ def restore_vm(
                 smb=None,
                 replication={"role": "none"},
             )
-        labconfig.write_json_atomic(folder / VM_FILE, config)
-    new_cfg = labconfig.parse_vm_config(folder)
+        config.write_json_atomic(folder / VM_FILE, vm_json)
+    new_cfg = config.parse_vm_config(folder)
     target_connector = connector if target.mode == "original" else LabConnector(host_folder)
     return RestoreResult(
         vm=vm_info(new_cfg, target_connector.host_config()),
@@ -239,7 +240,7 @@ def restore_vm(
 
 def _current_disks(cfg: LabVMConfig) -> list[Path]:
     disks = {cfg.folder / d.path for d in cfg.disks if not d.pass_through}
-    disk_dir = cfg.folder / labconfig.DISKS_DIR
+    disk_dir = cfg.folder / config.DISKS_DIR
     if disk_dir.is_dir():
         disks |= {p for p in disk_dir.iterdir() if p.suffix.lower() == ".avhdx"}
     return sorted(disks)
