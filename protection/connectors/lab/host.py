@@ -17,6 +17,7 @@ from protection.connectors.lab.config import (
     HOST_FILE,
     VM_FILE,
     VMS_DIR,
+    load_host_config,
     write_json_atomic,
 )
 from protection.connectors.labdisks import DiskSpec, MiB
@@ -112,8 +113,6 @@ def add_vm(
     **settings: Any,
 ) -> Path:
     """Create a VM folder with vm.json and its disks; ``settings`` override vm.json keys."""
-    from protection.connectors.lab.config import load_host_config
-
     host = load_host_config(host_folder)
     vm_folder = folder or host_folder / VMS_DIR / name
     if (vm_folder / VM_FILE).exists():
