@@ -1,5 +1,5 @@
 """Settings for the backup server. Everything deployment-specific comes from the
-environment through the strict helpers in :mod:`backupsite.env`."""
+environment through the strict helpers in :mod:`backupsite.core.env`."""
 
 from __future__ import annotations
 

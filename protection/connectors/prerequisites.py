@@ -14,7 +14,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Sequence
 
-from protection.connectors.base import (
+from protection.connectors.protocol import (
     ControllerKind,
     CSVInfo,
     DiskFormat,

@@ -12,7 +12,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from protection.connectors.base import ConnectionTest
+from protection.connectors.protocol import ConnectionTest
 from protection.models import ConnectionKind, Host
 from protection.services.hosts import NewHost, try_connection
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-if TYPE_CHECKING:
-    from protection.connectors.base import Connector
+from protection.connectors.protocol import Connector
+from protection.connectors.registry import get_connector
 
 
 class ConnectionKind(models.TextChoices):
@@ -73,8 +73,6 @@ class Host(models.Model):
         self.credentials_encrypted = encrypt_json(value) if value else ""
 
     def connector(self) -> Connector:
-        from protection.connectors import get_connector
-
         return get_connector(self.connection_kind, self.address, self.credentials or None)
 
     def refresh_inventory(self) -> list[VirtualMachine]:

@@ -16,7 +16,7 @@ from django.http import HttpRequest
 
 from backupsite.core.models import AuditEvent, Job, JobKind
 from protection.connectors import Connector, ConnectorError, Finding, Severity
-from protection.connectors.base import ConnectionTest
+from protection.connectors.protocol import ConnectionTest
 from protection.models import Host, ProtectedDataSource, RecoveryPoint, VirtualMachine
 
 

@@ -26,9 +26,9 @@ from playwright.sync_api import expect
 
 from backupsite.core.models import ACTIVE_STATES, Job, JobKind, JobState
 from backupsite.core.permissions import Role
-from protection.connectors.lab import LabConnector
-from protection.connectors.labguest import churn
-from protection.connectors.labhost import create_lab_host
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.lab.guest import churn
+from protection.connectors.lab.host import create_lab_host
 from protection.models import ProtectedDataSource, RecoveryPoint, ReplicaState, VirtualMachine
 from protection.scheduler import tick
 from storage.engine.chunks import ZERO_DIGEST

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from protection.connectors import labdisks
-from protection.connectors.lab import LabConnector
-from protection.connectors.labhost import VMDisk, add_vm, write_host_json
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.lab.host import VMDisk, add_vm, write_host_json
 from tests.fixtures.build_vhdx import build_all
 
 

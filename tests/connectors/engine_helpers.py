@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from protection.connectors.base import ChangeTrackingLost, Connector, Consistency
+from protection.connectors.protocol import ChangeTrackingLost, Connector, Consistency
 
 
 def backup_vm(

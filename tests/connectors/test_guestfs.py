@@ -13,8 +13,8 @@ from dissect.ntfs import NTFS
 from dissect.volume.disk import Disk
 
 from protection.connectors import guestfs
-from protection.connectors.base import Consistency
-from protection.connectors.labguest import churn
+from protection.connectors.lab.guest import churn
+from protection.connectors.protocol import Consistency
 from protection.connectors.ranges import intersect, subtract, total
 from protection.connectors.vhdxfile import read_vhdx_layout
 from tests.connectors.conftest import Lab

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from protection.connectors.base import Consistency
-from protection.connectors.lab import LabConnector
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.protocol import Consistency
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from protection.connectors import prerequisites as pr
-from protection.connectors.base import (
+from protection.connectors.protocol import (
     ControllerInfo,
     ControllerKind,
     CSVInfo,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protection.connectors.labguest import churn, guest_write
+from protection.connectors.lab.guest import churn, guest_write
 from tests.connectors.conftest import Lab
 from tests.connectors.engine_helpers import (
     backup_vm,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from protection.connectors import labdisks
-from protection.connectors.lab import LabConnector
-from protection.connectors.labhost import create_lab_host
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.lab.host import create_lab_host
 from protection.models import (
     ConnectionKind,
     Host,

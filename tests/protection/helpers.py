@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from protection.connectors import ConnectorError, Finding, Severity
-from protection.connectors.base import ConnectionTest
+from protection.connectors.protocol import ConnectionTest
 from protection.models import ProtectedDataSource, ProtectionGroup, VirtualDisk, VirtualMachine
 from tests.factories import make_vm
 

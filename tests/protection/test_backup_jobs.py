@@ -12,7 +12,7 @@ import pytest
 from backupsite.core.jobs.runner import run_job
 from backupsite.core.models import Job, JobKind, JobState
 from protection.connectors import Consistency
-from protection.connectors.labguest import churn
+from protection.connectors.lab.guest import churn
 from protection.models import (
     Alert,
     AlertKind,

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backupsite.core.models import AuditEvent, Job, JobKind, JobState
-from protection.connectors.labhost import write_host_json
+from protection.connectors.lab.host import write_host_json
 from protection.models import ConnectionKind, Host, HostStatus, ProtectionGroup, RecoveryPoint, VirtualMachine
 from storage.models import Datastore
 from tests.factories import make_host, make_vm

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from backupsite.core.models import Job, JobKind, JobState
 from backupsite.core.permissions import Role
-from protection.connectors.labguest import churn
-from protection.connectors.labhost import write_host_json
+from protection.connectors.lab.guest import churn
+from protection.connectors.lab.host import write_host_json
 from protection.models import ConnectionKind, Host, VirtualMachine
 from recovery.services.browse import volumes
 from tests.recovery_web.conftest import (

@@ -12,8 +12,8 @@ import pytest
 
 from backupsite.core.jobs.runner import run_job
 from backupsite.core.models import AuditEvent, Job, JobKind, JobState
-from protection.connectors.labguest import churn
-from protection.connectors.labhost import write_host_json
+from protection.connectors.lab.guest import churn
+from protection.connectors.lab.host import write_host_json
 from protection.models import Alert, AlertKind, ConnectionKind, Host, VirtualMachine
 from recovery.models import ItemState, RecoveryItemResult
 from recovery.services.vmrestore import MAX_PATH

@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from backupsite.core.models import AuditEvent, Job, JobKind, JobState
-from protection.connectors.labhost import write_host_json
+from protection.connectors.lab.host import write_host_json
 from protection.models import ConnectionKind, Host
 from recovery.models import RecoveryDraft, WizardStep
 from recovery.services.browse import ItemRef

@@ -8,6 +8,7 @@ manage.py lab demo      (the first-run demo hosts; does nothing when a lab host 
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from protection.connectors.base import ConnectorError
-from protection.connectors.labconfig import HOST_FILE
+from protection.connectors.lab.config import HOST_FILE
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.lab.guest import churn
+from protection.connectors.lab.host import DEFAULT_OS, HOST_DEFAULTS, create_lab_host
 from protection.connectors.labdisks import LabToolError, MiB, qemu_img_check
-from protection.connectors.labguest import churn
-from protection.connectors.labhost import DEFAULT_OS, HOST_DEFAULTS, create_lab_host
+from protection.connectors.protocol import ConnectorError
+from protection.models import Host
 
 
 def lab_root() -> Path:
@@ -58,8 +61,6 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
     def create(self, name: str, vm_count: int, size_gib: float, os_version: str) -> None:
-        from protection.models import Host
-
         name = name.strip()
         if not name or "/" in name or "\\" in name or name.startswith("."):
             raise CommandError(f"{name!r} is not a usable host name")
@@ -76,8 +77,6 @@ class Command(BaseCommand):
                 host = Host.objects.create(name=name, connection_kind="lab", address=str(folder))
                 vms = host.refresh_inventory()
         except BaseException:
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)  # no unregistered host left behind
             raise
         for vm in vms:
@@ -86,8 +85,6 @@ class Command(BaseCommand):
 
     def demo(self) -> None:
         """Idempotent: `make run` calls it at every start."""
-        from protection.models import Host
-
         if Host.objects.filter(connection_kind="lab").exists():
             return
         self.create("DEMO-HV01", 3, 1.0, DEFAULT_OS)
@@ -95,9 +92,6 @@ class Command(BaseCommand):
         self.create("DEMO-HV02", 0, 1.0, DEFAULT_OS)
 
     def churn(self, vm_name: str, percent: float, host_name: str | None, seed: int | None) -> None:
-        from protection.connectors.lab import LabConnector
-        from protection.models import Host
-
         folders = {Path(h.address) for h in Host.objects.filter(connection_kind="lab")}
         if lab_root().is_dir():
             folders |= {p for p in lab_root().iterdir() if (p / HOST_FILE).exists()}

@@ -24,10 +24,10 @@ from pathlib import Path
 from types import TracebackType
 
 from protection.connectors import guestfs, labdisks
-from protection.connectors.base import BackupRefused, ConnectorError
-from protection.connectors.labconfig import LabVMConfig
+from protection.connectors.lab.config import LabVMConfig
+from protection.connectors.lab.rct import RCTJournal
+from protection.connectors.protocol import BackupRefused, ConnectorError
 from protection.connectors.ranges import Range, normalize, total
-from protection.connectors.rct import RCTJournal
 from protection.connectors.vhdxfile import PAYLOAD_BLOCK_FULLY_PRESENT, read_vhdx_layout
 
 LOCK_FILE = ".lab.lock"

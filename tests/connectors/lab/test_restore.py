@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from protection.connectors.base import (
+from protection.connectors.lab.guest import VMBusy, churn
+from protection.connectors.protocol import (
     ChangeTrackingLost,
     Consistency,
     RestoreRefused,
     RestoreTarget,
 )
-from protection.connectors.labguest import VMBusy, churn
 from tests.connectors.conftest import Lab
 
 DISK = "Virtual Hard Disks/{}.vhdx"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from protection.connectors.base import (
+from protection.connectors.protocol import (
     ControllerKind,
     HostUnreachable,
     InvalidVMConfig,

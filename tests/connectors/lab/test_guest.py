@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from protection.connectors import guestfs, labdisks
-from protection.connectors.base import ConnectorError
-from protection.connectors.labguest import VMBusy, VMLock, churn, guest_write
+from protection.connectors.lab.guest import VMBusy, VMLock, churn, guest_write
+from protection.connectors.lab.rct import RCTJournal, journal_path
+from protection.connectors.protocol import ConnectorError
 from protection.connectors.ranges import subtract
-from protection.connectors.rct import RCTJournal, journal_path
 from protection.connectors.vhdxfile import PAYLOAD_BLOCK_FULLY_PRESENT, read_vhdx_layout
 from tests.connectors.conftest import Lab
 
@@ -108,12 +108,12 @@ def test_lock_waits_for_release(tmp_path: Path) -> None:
 def test_a_dead_process_never_leaves_a_vm_locked(tmp_path: Path) -> None:
     code = (
         "import sys, time; from pathlib import Path;"
-        "from protection.connectors.labguest import VMLock;"
+        "from protection.connectors.lab.guest import VMLock;"
         f"lock = VMLock(Path({str(tmp_path)!r}), 'crashing worker').acquire();"
         "print('locked', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=Path(__file__).parents[3]
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"locked"

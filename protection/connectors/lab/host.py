@@ -1,4 +1,4 @@
-"""Create lab hosts and lab VMs (the folder format is documented in labconfig.py)."""
+"""Create lab hosts and lab VMs (the folder format is documented in config.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from protection.connectors import labdisks
-from protection.connectors.base import ConnectorError
-from protection.connectors.labconfig import (
+from protection.connectors.lab.config import (
     DISKS_DIR,
     FORMAT_VERSION,
     HOST_FILE,
     VM_FILE,
     VMS_DIR,
+    load_host_config,
     write_json_atomic,
 )
 from protection.connectors.labdisks import DiskSpec, MiB
+from protection.connectors.protocol import ConnectorError
 
 DEFAULT_OS = "Windows Server 2022"
 # Integration services / highest configuration version per host OS, as Get-VMHost
@@ -112,8 +113,6 @@ def add_vm(
     **settings: Any,
 ) -> Path:
     """Create a VM folder with vm.json and its disks; ``settings`` override vm.json keys."""
-    from protection.connectors.labconfig import load_host_config
-
     host = load_host_config(host_folder)
     vm_folder = folder or host_folder / VMS_DIR / name
     if (vm_folder / VM_FILE).exists():

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from protection.connectors import labdisks
-from protection.connectors.base import ConnectorError, DiskType, OSFamily
-from protection.connectors.lab import LabConnector
-from protection.connectors.labhost import create_lab_host, plan_vms
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.lab.host import create_lab_host, plan_vms
+from protection.connectors.protocol import ConnectorError, DiskType, OSFamily
 
 MiB = 1024 * 1024
 

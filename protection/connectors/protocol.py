@@ -1,7 +1,9 @@
 """The Connector protocol: the only surface the protection jobs use to drive a host.
 
-Two implementations exist behind it: ``lab`` (a Hyper-V host emulated in a local
-folder, see ``lab.py``) and, later, ``hyperv`` (WinRM + SMB). Everything that
+Implementations live in subpackages (``lab/``: a Hyper-V host emulated in a local
+folder; later ``hyperv/``: WinRM + SMB) and are found by kind through
+``registry.get_connector``. This module holds only the values, the errors and the
+Protocol, so every connector and every caller can import it. Everything that
 crosses this boundary is a plain, typed, immutable value so that jobs, views and
 tests never depend on which implementation produced it.
 
@@ -318,17 +320,3 @@ class Connector(Protocol):
     def restore_vm(
         self, vm_id: str, files: Mapping[str, FileSource], target: RestoreTarget
     ) -> RestoreResult: ...
-
-
-def get_connector(kind: str, address: str, credentials: dict | None = None) -> Connector:
-    """The connector for a host row (``Host.connection_kind``, ``Host.address``)."""
-    if kind == "lab":
-        from protection.connectors.lab import LabConnector
-
-        return LabConnector(address)
-    if kind == "hyperv":
-        raise UnsupportedConnector(
-            "The Hyper-V (WinRM/SMB) connector is not part of this build yet; "
-            "use a lab host to evaluate the product."
-        )
-    raise UnsupportedConnector(f"Unknown connector kind {kind!r}; expected 'lab' or 'hyperv'.")

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protection.connectors.base import ChangeTrackingLost
-from protection.connectors.labconfig import write_json_atomic
+from protection.connectors.lab.config import write_json_atomic
+from protection.connectors.protocol import ChangeTrackingLost
 from protection.connectors.ranges import Range, normalize
 
 SUFFIX = ".rct.json"

@@ -14,10 +14,14 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from protection.connectors import labconfig, prerequisites
-from protection.connectors.base import (
+from protection.connectors import prerequisites
+from protection.connectors.lab import config, inventory
+from protection.connectors.lab.config import VM_FILE, LabVMConfig
+from protection.connectors.lab.guest import VMLock
+from protection.connectors.lab.rct import remove_journal
+from protection.connectors.protocol import (
     ConnectorError,
     FileSource,
     Finding,
@@ -28,12 +32,6 @@ from protection.connectors.base import (
     Severity,
     VMNotFound,
 )
-from protection.connectors.labconfig import VM_FILE, LabVMConfig
-from protection.connectors.labguest import VMLock
-from protection.connectors.rct import remove_journal
-
-if TYPE_CHECKING:
-    from protection.connectors.lab import LabConnector
 
 DISK_SUFFIXES = (".vhdx", ".avhdx", ".vhd")
 
@@ -50,16 +48,14 @@ def _safe_name(name: str) -> str:
 
 
 def _resolve_destination(
-    connector: LabConnector, vm_id: str, target: RestoreTarget
+    source_host: Path, vm_id: str, target: RestoreTarget
 ) -> tuple[Path, Path, LabVMConfig | None, list[Finding]]:
     """(host folder, VM folder, registered config or None, findings)."""
-    from protection.connectors.lab import LabConnector
-
     findings: list[Finding] = []
     if target.mode == "original":
-        host_folder = connector.folder
+        host_folder = source_host
         try:
-            labconfig.load_host_config(host_folder)
+            config.load_host_config(host_folder)
         except HostUnreachable as exc:
             findings.append(
                 _error(
@@ -70,7 +66,7 @@ def _resolve_destination(
             )
             return host_folder, Path(target.path or host_folder), None, findings
         try:
-            cfg = connector.vm_config(vm_id)
+            cfg = inventory.find_vm_config(host_folder, vm_id)
             return host_folder, cfg.folder, cfg, findings
         except VMNotFound:
             pass
@@ -87,7 +83,7 @@ def _resolve_destination(
     elif target.mode == "alternate":
         host_folder = Path(target.host_address)
         try:
-            LabConnector(host_folder).host_config()
+            config.load_host_config(host_folder)
         except HostUnreachable as exc:
             findings.append(_error("target-host-missing", str(exc), "Pick a lab host that exists."))
             return host_folder, host_folder, None, findings
@@ -117,14 +113,15 @@ def _resolve_destination(
 
 
 def check_restore_target(
-    connector: LabConnector,
+    source_host: Path,
     vm_id: str,
     target: RestoreTarget,
     file_names: Sequence[str],
     *,
     backup_config: dict[str, Any] | None = None,
 ) -> list[Finding]:
-    host_folder, folder, cfg, findings = _resolve_destination(connector, vm_id, target)
+    """Why restoring VM ``vm_id`` of lab host ``source_host`` to ``target`` would fail."""
+    host_folder, folder, cfg, findings = _resolve_destination(source_host, vm_id, target)
     if findings:
         return findings
     longest = max((str(folder / n) for n in file_names), key=len, default=str(folder))
@@ -141,7 +138,7 @@ def check_restore_target(
     if target.mode == "original":
         cluster = cfg.cluster if cfg else (backup_config or {}).get("cluster")
         ha = cfg.highly_available if cfg else bool((backup_config or {}).get("highly_available"))
-        host_cluster = labconfig.load_host_config(host_folder).cluster_name
+        host_cluster = config.load_host_config(host_folder).cluster_name
         if (cluster or ha) and (not host_cluster or (cluster and cluster != host_cluster)):
             findings.append(
                 _error(
@@ -175,13 +172,14 @@ def _write_file(dest: Path, source: FileSource) -> None:
 
 
 def restore_vm(
-    connector: LabConnector,
+    source_host: Path,
     vm_id: str,
     files: Mapping[str, FileSource],
     target: RestoreTarget,
+    *,
+    lock_wait_seconds: float,
 ) -> RestoreResult:
-    from protection.connectors.lab import LabConnector, vm_info
-
+    """Write ``files`` for VM ``vm_id`` of lab host ``source_host`` and register it at ``target``."""
     names = [_safe_name(n) for n in files]
     backup_config: dict[str, Any] | None = None
     if VM_FILE in files:
@@ -190,16 +188,16 @@ def restore_vm(
                 backup_config = json.loads(fh.read().decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise RestoreRefused(f"the backed-up {VM_FILE} is not valid JSON: {exc}") from exc
-    findings = check_restore_target(connector, vm_id, target, names, backup_config=backup_config)
+    findings = check_restore_target(source_host, vm_id, target, names, backup_config=backup_config)
     errors = [f for f in findings if f.severity == Severity.ERROR]
     if errors:
         raise RestoreRefused(" ".join(f.message for f in errors))
-    host_folder, folder, cfg, _ = _resolve_destination(connector, vm_id, target)
+    host_folder, folder, cfg, _ = _resolve_destination(source_host, vm_id, target)
     if backup_config is None and cfg is None:
         raise RestoreRefused(f"the restore needs the VM's configuration file ({VM_FILE})")
     folder.mkdir(parents=True, exist_ok=True)
-    host = labconfig.load_host_config(host_folder)
-    with VMLock(folder, "restore").acquire(connector.lock_wait_seconds):
+    host = config.load_host_config(host_folder)
+    with VMLock(folder, "restore").acquire(lock_wait_seconds):
         if cfg is not None:
             # Original instance: the VM's disks and checkpoints are replaced.
             for old in _current_disks(cfg):
@@ -212,12 +210,12 @@ def restore_vm(
             dest = folder / name
             _write_file(dest, files[name])
             remove_journal(dest)  # tracking restarts: older RCT ids are now unknown
-        config = dict(backup_config) if backup_config is not None else dict(cfg.raw)  # type: ignore[union-attr]
-        config["state"] = "Off"
+        vm_json = dict(backup_config) if backup_config is not None else dict(cfg.raw)  # type: ignore[union-attr]
+        vm_json["state"] = "Off"
         if target.mode == "original":
-            config["id"] = vm_id
+            vm_json["id"] = vm_id
         else:
-            config.update(
+            vm_json.update(
                 id=str(uuid.uuid4()),
                 highly_available=False,
                 cluster=None,
@@ -227,11 +225,10 @@ def restore_vm(
                 smb=None,
                 replication={"role": "none"},
             )
-        labconfig.write_json_atomic(folder / VM_FILE, config)
-    new_cfg = labconfig.parse_vm_config(folder)
-    target_connector = connector if target.mode == "original" else LabConnector(host_folder)
+        config.write_json_atomic(folder / VM_FILE, vm_json)
+    new_cfg = config.parse_vm_config(folder)
     return RestoreResult(
-        vm=vm_info(new_cfg, target_connector.host_config()),
+        vm=inventory.vm_info(new_cfg, config.load_host_config(host_folder)),
         files_written=tuple(names),
         new_registration=target.mode != "original",
     )
@@ -239,7 +236,7 @@ def restore_vm(
 
 def _current_disks(cfg: LabVMConfig) -> list[Path]:
     disks = {cfg.folder / d.path for d in cfg.disks if not d.pass_through}
-    disk_dir = cfg.folder / labconfig.DISKS_DIR
+    disk_dir = cfg.folder / config.DISKS_DIR
     if disk_dir.is_dir():
         disks |= {p for p in disk_dir.iterdir() if p.suffix.lower() == ".avhdx"}
     return sorted(disks)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from protection.connectors.base import ChangeTrackingLost
-from protection.connectors.rct import RCTJournal, journal_path
+from protection.connectors.lab.rct import RCTJournal, journal_path
+from protection.connectors.protocol import ChangeTrackingLost
 
 
 @pytest.fixture

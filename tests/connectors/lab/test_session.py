@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from protection.connectors import guestfs
-from protection.connectors.base import (
+from protection.connectors.lab.guest import VMBusy, VMLock, churn, guest_write
+from protection.connectors.protocol import (
     BackupRefused,
     BackupSession,
     ChangeTrackingLost,
@@ -17,7 +18,6 @@ from protection.connectors.base import (
     Consistency,
     InvalidVMConfig,
 )
-from protection.connectors.labguest import VMBusy, VMLock, churn, guest_write
 from protection.connectors.ranges import intersect, subtract
 from protection.connectors.vhdxfile import PAYLOAD_BLOCK_FULLY_PRESENT, read_vhdx_layout
 from tests.connectors.conftest import Lab

@@ -1,40 +1,24 @@
-"""Lab connector inventory on real VHDX files."""
+"""Lab host inventory on real VHDX files: host, cluster, VMs, disks and their faults."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from protection.connectors.base import (
-    Connector,
+from protection.connectors.lab import config, inventory
+from protection.connectors.protocol import (
     ControllerKind,
     DiskFormat,
     DiskType,
-    HostUnreachable,
     OSFamily,
     ReplicationRole,
-    Severity,
     StorageKind,
-    UnsupportedConnector,
     VMNotFound,
     VMState,
-    get_connector,
 )
-from protection.connectors.lab import LabConnector
 from protection.connectors.vhdxfile import read_vhdx_layout
 from tests.connectors.conftest import Lab
-
-
-def test_get_connector_gives_lab_connector_that_satisfies_the_protocol(lab: Lab) -> None:
-    conn = get_connector("lab", str(lab.folder), None)
-    assert isinstance(conn, LabConnector)
-    assert isinstance(conn, Connector)
-    with pytest.raises(UnsupportedConnector, match="not part of this build"):
-        get_connector("hyperv", "hv01.example.com", {"username": "x"})
-    with pytest.raises(UnsupportedConnector, match="Unknown connector kind"):
-        get_connector("vmware", "x", None)
 
 
 def test_inventory_reports_host_and_vms_from_real_disks(lab: Lab) -> None:
@@ -71,16 +55,6 @@ def test_inventory_reports_host_and_vms_from_real_disks(lab: Lab) -> None:
     assert by_name["LNX01"].os_family == OSFamily.LINUX
 
 
-def test_get_vm_and_lookup_errors(lab: Lab) -> None:
-    vm = lab.connector.get_vm(lab.ids["LNX01"].upper())
-    assert vm.name == "LNX01"
-    assert lab.connector.vm_config_by_name("lnx01").id == lab.ids["LNX01"]
-    with pytest.raises(VMNotFound):
-        lab.connector.get_vm("00000000-0000-0000-0000-000000000000")
-    with pytest.raises(VMNotFound):
-        lab.connector.vm_config_by_name("nope")
-
-
 def test_cluster_host_with_csv_and_ha_vm(make_lab) -> None:  # type: ignore[no-untyped-def]
     lab = make_lab(
         "NODE1",
@@ -105,69 +79,6 @@ def test_cluster_host_with_csv_and_ha_vm(make_lab) -> None:  # type: ignore[no-u
     (vm,) = inv.vms
     assert vm.storage_kind == StorageKind.CSV and vm.csv == "Volume1"
     assert vm.highly_available and vm.cluster == "LABCLU" and vm.host == "NODE2"
-
-
-def test_missing_host_folder_is_unreachable(tmp_path: Path) -> None:
-    conn = LabConnector(tmp_path / "gone")
-    with pytest.raises(HostUnreachable, match="does not exist"):
-        conn.inventory()
-    result = conn.test_connection()
-    assert not result.ok and "does not exist" in result.message
-
-
-def test_test_connection_ok(lab: Lab) -> None:
-    result = lab.connector.test_connection()
-    assert result.ok and result.host_name == "LAB-HV01"
-
-
-def test_bad_host_json_is_unreachable_not_a_traceback(lab: Lab) -> None:
-    (lab.folder / "host.json").write_text("{not json")
-    with pytest.raises(HostUnreachable, match="not valid JSON"):
-        lab.connector.inventory()
-    assert not lab.connector.test_connection().ok
-
-
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        ({"id": "not-a-guid"}, "'id' must be a GUID"),
-        ({"generation": 3}, "'generation' must be 1 or 2"),
-        ({"state": "Exploded"}, "'state' must be one of"),
-        ({"configuration_version": "ten"}, "'configuration_version' must be a version"),
-        ({"disks": [{"path": "../../etc/passwd"}]}, "must be relative to the VM folder"),
-        ({"disks": [{"pass_through": True, "size": -5}]}, "'size' must be at least 0"),
-        ({"controllers": [{"type": "IDE", "number": 0}]}, "generation 2 VM has no IDE"),
-        ({"vss_capable": "yes"}, "'vss_capable' must be true or false"),
-        ({"disks": "C:/disk.vhdx"}, "'disks' must be a list"),
-        ({"disks": ["x.vhdx"]}, "'disks[0]' must be an object"),
-        ({"replication": ["replica"]}, "'replication' must be an object"),
-        ({"replication": {"role": "secondary"}}, "'role' must be one of"),
-        ({"name": "x" * 101}, "longer than Hyper-V's 100 characters"),
-        ({"name": ""}, "'name' must be a non-empty string"),
-        ({"generation": "2"}, "'generation' must be an integer"),
-        ({"storage_kind": "nfs"}, "'storage_kind' must be one of"),
-    ],
-)
-def test_bad_vm_json_values_become_findings(lab: Lab, change: dict, expected: str) -> None:
-    path = lab.folder / "Virtual Machines" / "WIN01" / "vm.json"
-    data = json.loads(path.read_text())
-    data.update(change)
-    path.write_text(json.dumps(data))
-    inv = lab.connector.inventory()
-    assert {vm.name for vm in inv.vms} == {"LNX01", "SQL01"}  # the others still listed
-    (finding,) = inv.findings
-    assert finding.code == "vm-config-invalid" and finding.severity == Severity.ERROR
-    assert expected in finding.message and "WIN01" in finding.message
-    with pytest.raises(VMNotFound):
-        lab.connector.get_vm(lab.ids["WIN01"])
-
-
-def test_vm_json_that_is_not_json_or_not_an_object(lab: Lab) -> None:
-    path = lab.folder / "Virtual Machines" / "WIN01" / "vm.json"
-    path.write_text("[1, 2]")
-    assert "must hold a JSON object" in lab.connector.inventory().findings[0].message
-    path.write_bytes(b"\xff\xfe garbage")
-    assert "cannot be read" in lab.connector.inventory().findings[0].message
 
 
 def test_duplicate_vm_id_is_reported(lab: Lab) -> None:
@@ -206,3 +117,16 @@ def test_pass_through_disk_is_listed_without_a_file(lab: Lab) -> None:
     vm = lab.connector.get_vm(lab.ids["PT01"])
     assert [d.pass_through for d in vm.disks] == [False, True]
     assert vm.disks[1].type == DiskType.PASS_THROUGH and vm.disks[1].virtual_size == 10 * 2**30
+
+
+def test_inventory_works_from_the_host_folder_alone(lab: Lab) -> None:
+    """Backup sessions and restores look VMs up here, without a connector object."""
+    wanted = "{" + lab.ids["LNX01"].upper() + "}"  # as Hyper-V prints a VMId
+    cfg = inventory.find_vm_config(lab.folder, wanted)
+    assert cfg.id == lab.ids["LNX01"]
+    assert inventory.vm_info(cfg, config.load_host_config(lab.folder)) == lab.connector.get_vm(cfg.id)
+    assert inventory.find_vm_config_by_name(lab.folder, "win01").id == lab.ids["WIN01"]
+    assert inventory.host_inventory(lab.folder).vms == lab.connector.inventory().vms
+    lab.add("ZZCOPY", vm_id=lab.ids["SQL01"])  # found after SQL01: it is the duplicate
+    with pytest.raises(VMNotFound, match="No VM named 'ZZCOPY'"):
+        inventory.find_vm_config_by_name(lab.folder, "ZZCOPY")

@@ -1,6 +1,6 @@
 """Backup sessions on a lab host: the lab's version of Hyper-V's backup sequence.
 
-Hyper-V (docs/connectors.md, design section 5): recovery checkpoint -> read the
+Hyper-V (docs/connectors.md): recovery checkpoint -> read the
 frozen files -> GetVirtualDiskChanges since the previous RCT id ->
 ConvertToReferencePoint (ok) or remove the checkpoint (failure). Lab: take the
 VM lock (frozen view) -> read the files -> RCT journal -> new reference ids (ok)
@@ -14,10 +14,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from protection.connectors import guestfs, prerequisites, vhdx_map
-from protection.connectors.base import (
+from protection.connectors.lab import config, inventory
+from protection.connectors.lab.config import VM_FILE, update_vm_json
+from protection.connectors.lab.guest import VMLock
+from protection.connectors.lab.rct import RCTJournal
+from protection.connectors.protocol import (
     BackupFile,
     BackupRefused,
     ConnectorError,
@@ -26,14 +30,8 @@ from protection.connectors.base import (
     VMInfo,
     VMState,
 )
-from protection.connectors.labconfig import VM_FILE, update_vm_json
-from protection.connectors.labguest import VMLock
 from protection.connectors.ranges import Range, normalize, subtract
-from protection.connectors.rct import RCTJournal
 from protection.connectors.vhdxfile import DiskFileError, disk_file_errors, read_vhdx_layout
-
-if TYPE_CHECKING:
-    from protection.connectors.lab import LabConnector
 
 
 def _opener(path: Path) -> Callable[[], BinaryIO]:
@@ -190,22 +188,23 @@ def _disk_files(session: LabBackupSession, folder: Path, vm: VMInfo) -> None:
             path = parent
 
 
-def begin_lab_backup(connector: LabConnector, vm_id: str, wanted: Consistency) -> LabBackupSession:
-    cfg = connector.vm_config(vm_id)
-    host_cfg = connector.host_config()
-    from protection.connectors.lab import vm_info
-
-    vm = vm_info(cfg, host_cfg)
+def begin_lab_backup(
+    host_folder: Path, vm_id: str, wanted: Consistency, *, lock_wait_seconds: float
+) -> LabBackupSession:
+    """Freeze VM ``vm_id`` of the lab host in ``host_folder`` and list what to read."""
+    cfg = inventory.find_vm_config(host_folder, vm_id)
+    host_cfg = config.load_host_config(host_folder)
+    vm = inventory.vm_info(cfg, host_cfg)
     refusal = prerequisites.replica_refusal(vm)
     if refusal:
         raise BackupRefused(f"{vm.name} cannot be backed up now: {refusal}.")
-    host = connector.host_info(host_cfg)
+    host = inventory.host_info(host_folder, host_cfg)
     consistency, offline, reasons = prerequisites.plan_consistency(vm, host, wanted)
     known = prerequisites.host_os(host)
     tracked = bool(known and known[1]) and (
         prerequisites.version_tuple(vm.configuration_version) >= prerequisites.RCT_MIN_CONFIG_VERSION
     )
-    lock = VMLock(cfg.folder, f"backup of {vm.name}").acquire(connector.lock_wait_seconds)
+    lock = VMLock(cfg.folder, f"backup of {vm.name}").acquire(lock_wait_seconds)
     session = LabBackupSession(
         vm, cfg.folder, lock, Consistency(consistency), offline, host_cfg.rct_history, tracked
     )
