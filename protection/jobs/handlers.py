@@ -7,6 +7,7 @@ from typing import Any
 from protection.jobs.context import JobContext, JobError
 from protection.jobs.registry import handles
 from protection.models import JobKind
+from protection.services.inventory import sync_host_inventory
 
 
 @handles(JobKind.INVENTORY)
@@ -15,7 +16,7 @@ def refresh_inventory(context: JobContext) -> dict[str, Any]:
     if host is None:
         raise JobError("The host of this inventory job no longer exists.")
     context.message(f"Reading the inventory of {host}")
-    machines = host.refresh_inventory()
+    machines = sync_host_inventory(host)
     context.log(f"{len(machines)} virtual machines found on {host}")
     return {"virtual_machines": len(machines)}
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-if TYPE_CHECKING:
-    from protection.connectors.base import Connector
+from backupsite.credentials import decrypt_json, encrypt_json
+from protection.connectors import Connector, get_connector
 
 
 class ConnectionKind(models.TextChoices):
@@ -62,26 +62,14 @@ class Host(models.Model):
 
     @property
     def credentials(self) -> dict[str, Any]:
-        from backupsite.credentials import decrypt_json
-
         return decrypt_json(self.credentials_encrypted) if self.credentials_encrypted else {}
 
     @credentials.setter
     def credentials(self, value: dict[str, Any]) -> None:
-        from backupsite.credentials import encrypt_json
-
         self.credentials_encrypted = encrypt_json(value) if value else ""
 
     def connector(self) -> Connector:
-        from protection.connectors import get_connector
-
         return get_connector(self.connection_kind, self.address, self.credentials or None)
-
-    def refresh_inventory(self) -> list[VirtualMachine]:
-        """Ask the connector what the host runs now and bring the catalog in line."""
-        from protection.inventory import sync_host_inventory
-
-        return sync_host_inventory(self)
 
 
 class ClusterSharedVolume(models.Model):

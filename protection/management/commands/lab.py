@@ -20,6 +20,7 @@ from protection.connectors.labconfig import HOST_FILE
 from protection.connectors.labdisks import LabToolError, MiB, qemu_img_check
 from protection.connectors.labguest import churn
 from protection.connectors.labhost import DEFAULT_OS, HOST_DEFAULTS, create_lab_host
+from protection.services.inventory import sync_host_inventory
 
 
 def lab_root() -> Path:
@@ -74,7 +75,7 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 host = Host.objects.create(name=name, connection_kind="lab", address=str(folder))
-                vms = host.refresh_inventory()
+                vms = sync_host_inventory(host)
         except BaseException:
             import shutil
 
