@@ -130,7 +130,8 @@ def wizard_summary(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         modifying = draft.group is not None
         try:
-            group = group_service.apply_draft(draft, request.user, request=request)
+            policy = clean_draft(draft)
+            group = group_service.apply_draft(draft, policy, request.user, request=request)
         except group_service.DraftIncomplete as error:
             messages.error(request, str(error))
             return redirect(STEP_BY_KEY[error.step].url_name, draft.pk)
