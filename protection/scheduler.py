@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
+from backupsite.core.timeofday import parse_time_of_day
 from protection.models import (
     ACTIVE_STATES,
     Job,
@@ -45,9 +46,8 @@ def _parse_times(values: list[str]) -> list[time]:
     parsed = []
     for value in values:
         try:
-            hours, minutes = (int(part) for part in str(value).split(":"))
-            parsed.append(time(hours, minutes))
-        except (ValueError, TypeError):
+            parsed.append(parse_time_of_day(value))
+        except ValueError:
             continue  # the wizard validates; a hand-edited bad value is ignored, not fatal
     return parsed
 

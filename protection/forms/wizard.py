@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.http import QueryDict
 from django.utils import timezone
 
+from backupsite.core.timeofday import parse_time_of_day
 from protection.forms.fields import DaysField, TimeListField, TimeOfDayField
 from protection.models import (
     MAX_RETENTION_DAYS,
@@ -396,7 +397,7 @@ class ConsistencyForm(WizardForm):
 
     def clean_consistency_check_daily_at(self) -> time | None:
         value = self.cleaned_data["consistency_check_daily_at"]
-        return time.fromisoformat(value) if value else None
+        return parse_time_of_day(value) if value else None
 
 
 # --------------------------------------------------------------------------- steps
