@@ -158,7 +158,7 @@ def start_draft(user: Any, group: ProtectionGroup | None = None) -> ProtectionGr
     with transaction.atomic():
         # One draft per user and target: an abandoned wizard is replaced, not piled up.
         ProtectionGroupDraft.objects.filter(user=user, group=group).delete()
-        return ProtectionGroupDraft.objects.create(user=user, group=group, data=initial_input(group))
+        return ProtectionGroupDraft.start(user, group=group, data=initial_input(group))
 
 
 POLICY_FIELDS = (
@@ -267,7 +267,7 @@ def apply_draft(
                 replica_creation_method=policy.replica_creation_method if added else "",
                 jobs=[job.pk for job in jobs],
             )
-            draft.delete()
+            draft.discard()
     except IntegrityError as error:
         raise ProtectionError(
             f"The group could not be saved: the name {policy.name!r} or one of the virtual machines "
