@@ -34,6 +34,11 @@ class WizardDraftQuerySet(models.QuerySet[Any]):
         return self.filter(updated__lt=expiry_cutoff())
 
 
+# Declared here rather than with as_manager() in the class body: mypy's Django plugin
+# cannot resolve the related managers of subclasses otherwise.
+WizardDraftManager = models.Manager.from_queryset(WizardDraftQuerySet)
+
+
 class WizardDraft(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     # The step's key; a concrete draft narrows it with its wizard's choices.
@@ -43,7 +48,7 @@ class WizardDraft(models.Model):
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(auto_now=True)
 
-    objects = WizardDraftQuerySet.as_manager()
+    objects = WizardDraftManager()
 
     class Meta:
         abstract = True
