@@ -20,6 +20,7 @@ from protection.connectors.labconfig import HOST_FILE
 from protection.connectors.labdisks import LabToolError, MiB, qemu_img_check
 from protection.connectors.labguest import churn
 from protection.connectors.labhost import DEFAULT_OS, HOST_DEFAULTS, create_lab_host
+from protection.models import Host
 from protection.services.inventory import sync_host_inventory
 
 
@@ -59,8 +60,6 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
     def create(self, name: str, vm_count: int, size_gib: float, os_version: str) -> None:
-        from protection.models import Host
-
         name = name.strip()
         if not name or "/" in name or "\\" in name or name.startswith("."):
             raise CommandError(f"{name!r} is not a usable host name")
@@ -87,8 +86,6 @@ class Command(BaseCommand):
 
     def demo(self) -> None:
         """Idempotent: `make run` calls it at every start."""
-        from protection.models import Host
-
         if Host.objects.filter(connection_kind="lab").exists():
             return
         self.create("DEMO-HV01", 3, 1.0, DEFAULT_OS)
@@ -97,7 +94,6 @@ class Command(BaseCommand):
 
     def churn(self, vm_name: str, percent: float, host_name: str | None, seed: int | None) -> None:
         from protection.connectors.lab import LabConnector
-        from protection.models import Host
 
         folders = {Path(h.address) for h in Host.objects.filter(connection_kind="lab")}
         if lab_root().is_dir():
