@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
-from backupsite.core.timeofday import parse_time_of_day
+from backupsite.core.timeofday import format_time_of_day, parse_time_of_day
 from protection.models import (
     ACTIVE_STATES,
     Job,
@@ -166,7 +166,7 @@ def _due_for(
     slotted = [
         (
             JobKind.CONSISTENCY_CHECK,
-            [daily_check.strftime("%H:%M")] if daily_check else [],
+            [format_time_of_day(daily_check)] if daily_check else [],
             list(range(7)),
             source.last_consistency_check_at,
             "daily consistency check",

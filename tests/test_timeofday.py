@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from backupsite.core.timeofday import format_time_of_day, parse_time_of_day
 from protection.forms.fields import TimeListField, TimeOfDayField
 from protection.scheduler import latest_slot
+from recovery.forms import OptionsForm
 from recovery.throttle import WorkHours
 
 
@@ -82,3 +83,15 @@ def test_work_hours_use_the_same_rules() -> None:
     for bad in ("24:00", "7:5", "08:00+01:00"):
         with pytest.raises(ValueError, match="work hours start must look like HH:MM"):
             WorkHours.parse(bad, "18:00", [0], "UTC")
+
+
+def test_recovery_work_hours_form_uses_the_same_rules() -> None:
+    posted = {"throttle": "schedule", "work_rate_mbps": "8", "work_days": ["0"], "work_end": "18:00"}
+    form = OptionsForm({**posted, "work_start": " 8:00"})
+    assert form.is_valid(), form.errors
+    assert form.to_data()["work_start"] == "08:00"
+    for bad in ("8:00:", "24:00", "7:5"):
+        refused = OptionsForm({**posted, "work_start": bad})
+        assert not refused.is_valid() and "is not a time of day" in refused.errors["work_start"][0]
+    seconds = OptionsForm({**posted, "work_start": "08:00:30"})  # Django's TimeField took this
+    assert not seconds.is_valid() and "work_start" in seconds.errors

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.http import HttpRequest
 
+from backupsite.core.timeofday import format_time_of_day
 from backupsite.models import AuditEvent
 from protection.models import (
     Job,
@@ -226,7 +227,7 @@ def initial_input(group: ProtectionGroup | None) -> dict[str, Any]:
         },
         "consistency": {
             **({"consistency_check_if_inconsistent": on} if group.consistency_check_if_inconsistent else {}),
-            "consistency_check_daily_at": daily_at.strftime("%H:%M") if daily_at else "",
+            "consistency_check_daily_at": format_time_of_day(daily_at) if daily_at else "",
         },
     }
 
