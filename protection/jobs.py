@@ -11,6 +11,7 @@ from backupsite.core.jobs.registry import handles
 from backupsite.core.models import JobKind
 from protection.services import lifecycle
 from protection.services.backup import run_backup_job
+from protection.services.inventory import sync_host_inventory
 
 
 @handles(JobKind.INVENTORY)
@@ -19,7 +20,7 @@ def refresh_inventory(context: JobContext) -> dict[str, Any]:
     if host is None:
         raise JobError("The host of this inventory job no longer exists.")
     context.message(f"Reading the inventory of {host}")
-    machines = host.refresh_inventory()
+    machines = sync_host_inventory(host)
     context.log(f"{len(machines)} virtual machines found on {host}")
     return {"virtual_machines": len(machines)}
 

@@ -17,6 +17,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from backupsite.core.models import ACTIVE_STATES, Job, JobKind
+from backupsite.core.timeofday import format_time_of_day, parse_time_of_day
 from protection.models import ProtectedDataSource, ProtectionGroup, ReplicaCreationMethod, ReplicaState
 
 # A slot missed by more than this (server down) is skipped rather than run late.
@@ -38,9 +39,8 @@ def _parse_times(values: list[str]) -> list[time]:
     parsed = []
     for value in values:
         try:
-            hours, minutes = (int(part) for part in str(value).split(":"))
-            parsed.append(time(hours, minutes))
-        except (ValueError, TypeError):
+            parsed.append(parse_time_of_day(value))
+        except ValueError:
             continue  # the wizard validates; a hand-edited bad value is ignored, not fatal
     return parsed
 
@@ -159,7 +159,7 @@ def _due_for(
     slotted = [
         (
             JobKind.CONSISTENCY_CHECK,
-            [daily_check.strftime("%H:%M")] if daily_check else [],
+            [format_time_of_day(daily_check)] if daily_check else [],
             list(range(7)),
             source.last_consistency_check_at,
             "daily consistency check",

@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from backupsite.core.credentials import encrypt_json
+from protection.forms.fields import TimeOfDayField
 from protection.models import Host
 from recovery.models import RecoveryType
 from recovery.notifications import parse_addresses
@@ -162,8 +163,9 @@ class OptionsForm(WizardForm):
         min_value=0.01,
         max_value=MAX_RATE_MBPS,
     )
-    work_start = forms.TimeField(label="Work hours start", required=False, initial="08:00")
-    work_end = forms.TimeField(label="Work hours end", required=False, initial="18:00")
+    # "HH:MM" strings, read by the same parser as the throttle that uses them.
+    work_start = TimeOfDayField(label="Work hours start", required=False, initial="08:00")
+    work_end = TimeOfDayField(label="Work hours end", required=False, initial="18:00")
     work_days = forms.TypedMultipleChoiceField(
         label="Work days",
         choices=WEEKDAYS,
@@ -217,8 +219,8 @@ class OptionsForm(WizardForm):
             options.update(
                 work_rate_mbps=data.get("work_rate_mbps"),
                 off_rate_mbps=data.get("off_rate_mbps"),
-                work_start=data["work_start"].strftime("%H:%M"),
-                work_end=data["work_end"].strftime("%H:%M"),
+                work_start=data["work_start"],
+                work_end=data["work_end"],
                 work_days=sorted(data["work_days"]),
             )
         return options

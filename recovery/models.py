@@ -7,12 +7,11 @@ where, and ``RecoveryItemResult`` rows say how each item went.
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.conf import settings
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
+
+from backupsite.core.drafts import WizardDraft
 
 
 class RecoveryType(models.TextChoices):
@@ -58,25 +57,19 @@ STEPS: dict[str, tuple[str, ...]] = {
 }
 
 
-class RecoveryDraft(models.Model):
-    """The wizard's state between steps: back/next never loses input, and a
-    half-finished recovery survives a closed browser tab."""
+class RecoveryDraft(WizardDraft):
+    """The recovery wizard's state between steps. ``data`` holds one section per
+    answered step (type, target, destination, items, options) and, under "input",
+    what was typed on a step that did not validate yet."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     point = models.ForeignKey(
         "protection.RecoveryPoint", on_delete=models.CASCADE, related_name="recovery_drafts"
     )
     step = models.CharField(max_length=16, choices=WizardStep.choices, default=WizardStep.REVIEW)
-    data = models.JSONField(default=dict, blank=True)
     # Set once the recovery is submitted; the draft then only points at its job.
     job = models.OneToOneField(
         "backupsite.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="recovery_draft"
     )
-    created = models.DateTimeField(default=timezone.now)
-    updated = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-updated"]
 
     def __str__(self) -> str:
         return f"Recovery draft {self.pk} of {self.point}"
@@ -91,10 +84,6 @@ class RecoveryDraft(models.Model):
     @property
     def steps(self) -> tuple[str, ...]:
         return STEPS.get(self.recovery_type, STEPS[""])
-
-    def section(self, name: str) -> dict[str, Any]:
-        value = self.data.get(name)
-        return dict(value) if isinstance(value, dict) else {}
 
 
 class ItemKind(models.TextChoices):

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from backupsite.core.timeofday import parse_time_of_day
+
 Now = Callable[[], datetime]
 Sleep = Callable[[float], None]
 
@@ -51,12 +53,9 @@ def _parse_time(value: object, what: str) -> time:
         return value
     if isinstance(value, str):
         try:
-            parsed = time.fromisoformat(value.strip())
+            return parse_time_of_day(value)
         except ValueError:
             raise ValueError(f"{what} must look like HH:MM, not {value!r}") from None
-        if parsed.tzinfo is not None:
-            raise ValueError(f"{what} must be a time of day without a time zone (the schedule has one)")
-        return parsed
     raise ValueError(f"{what} must be a time of day like '08:00', not {value!r}")
 
 

@@ -31,6 +31,11 @@ def _migrate(targets: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
     return executor.loader.project_state(targets).apps
 
 
+def _latest() -> list[tuple[str, str]]:
+    executor = MigrationExecutor(connection)
+    return executor.loader.graph.leaf_nodes()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_jobs_locks_and_queued_tasks_survive_the_move_to_the_backbone() -> None:
     old = _migrate(OLD)
@@ -58,6 +63,7 @@ def test_jobs_locks_and_queued_tasks_survive_the_move_to_the_backbone() -> None:
     )
 
     new = _migrate(NEW)
+    _migrate(_latest())  # leave the database as every other test expects it
 
     moved = new.get_model("backupsite", "Job").objects.get(pk=job.pk)
     assert moved.log == "kept" and moved.vm_id == vm.pk

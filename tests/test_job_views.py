@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django_htmx.http import HTMX_STOP_POLLING
 
 from backupsite.core.models import AuditEvent, JobKind, JobState
 from tests.factories import make_job, make_vm
@@ -59,7 +60,7 @@ def test_job_detail_full_page_and_polling_fragment(readonly_client: Client) -> N
     job.state = JobState.SUCCEEDED
     job.save()
     done = readonly_client.get(url, headers={"HX-Request": "true"})
-    assert done.status_code == 286  # htmx stops polling
+    assert done.status_code == HTMX_STOP_POLLING
     assert b"every 1s" not in done.content and b'value="100"' in done.content
 
 
@@ -113,3 +114,43 @@ def test_recovery_operator_cancels_recoveries_only(recovery_client: Client) -> N
     recovery.refresh_from_db()
     backup.refresh_from_db()
     assert recovery.cancel_requested and not backup.cancel_requested
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"group": "1" * 30},
+        {"vm": "1" * 30},
+        {"group": str(2**63)},
+        {"vm": "-1"},
+        {"group": "abc"},
+        {"vm": "1.5"},
+        {"group": "1e3"},
+        {"state": "exploded"},
+        {"kind": "nonsense"},
+        {"period": "1y"},
+        {"page": "x" * 40},
+    ],
+)
+def test_job_list_ignores_bad_filter_values(admin_client: Client, query: dict[str, str]) -> None:
+    vm = make_vm("sql01")
+    make_job(vm=vm)
+    page = admin_client.get(reverse("protection:job-list"), query)
+    assert page.status_code == 200 and b"sql01" in page.content  # the filter is dropped, not a 500
+
+
+def test_job_list_filters_by_period_and_search(admin_client: Client) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from backupsite.core.models import Job
+
+    recent, old = make_vm("recent-vm"), make_vm("old-vm")
+    make_job(vm=recent)
+    Job.objects.filter(pk=make_job(vm=old).pk).update(created=timezone.now() - timedelta(days=3))
+    last_day = admin_client.get(reverse("protection:job-list"), {"period": "24h"}).content
+    assert b"recent-vm" in last_day and b"old-vm" not in last_day
+    searched = admin_client.get(reverse("protection:job-list"), {"q": "  OLD-v  "}).content
+    assert b"old-vm" in searched and b"recent-vm" not in searched
+    assert b'value="OLD-v"' in searched  # the search shows again, trimmed

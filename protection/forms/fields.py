@@ -12,6 +12,8 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from backupsite.core.timeofday import format_time_of_day, parse_time_of_day
+
 DAYS_OF_WEEK = [
     (0, "Monday"),
     (1, "Tuesday"),
@@ -22,19 +24,18 @@ DAYS_OF_WEEK = [
     (6, "Sunday"),
 ]
 DAY_NAMES = dict(DAYS_OF_WEEK)
-_TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
-def parse_time_of_day(text: str) -> str:
-    """'8:05' -> '08:05'; anything else that is not a time of day is refused."""
-    match = _TIME.match(text.strip())
-    if match is None:
+def clean_time_of_day(text: str) -> str:
+    """'8:05' -> '08:05', the form schedules store; anything else is refused."""
+    try:
+        return format_time_of_day(parse_time_of_day(text))
+    except ValueError:
         raise ValidationError(
             "“%(value)s” is not a time of day: use HH:MM, for example 21:00.",
             code="invalid_time",
             params={"value": text.strip()},
-        )
-    return f"{int(match.group(1)):02d}:{match.group(2)}"
+        ) from None
 
 
 class TimeOfDayField(forms.CharField):
@@ -45,7 +46,7 @@ class TimeOfDayField(forms.CharField):
 
     def clean(self, value: Any) -> str:
         text = super().clean(value)
-        return parse_time_of_day(text) if text else ""
+        return clean_time_of_day(text) if text else ""
 
 
 class TimeListField(forms.CharField):
@@ -58,7 +59,7 @@ class TimeListField(forms.CharField):
 
     def clean(self, value: Any) -> list[str]:  # type: ignore[override]
         text = super().clean(value)
-        times = {parse_time_of_day(part) for part in re.split(r"[,\s;]+", text or "") if part}
+        times = {clean_time_of_day(part) for part in re.split(r"[,\s;]+", text or "") if part}
         return sorted(times)
 
 

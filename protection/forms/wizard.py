@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.http import QueryDict
 from django.utils import timezone
 
+from backupsite.core.timeofday import parse_time_of_day
 from protection.forms.fields import DaysField, TimeListField, TimeOfDayField
 from protection.models import (
     MAX_RETENTION_DAYS,
@@ -32,6 +33,7 @@ from protection.models import (
 )
 from protection.services.groups import (
     DEFAULT_DAILY_CHURN_PERCENT,
+    JUST_BEFORE_RECOVERY_POINT,
     Allocation,
     DraftIncomplete,
     DraftPolicy,
@@ -40,7 +42,6 @@ from protection.services.groups import (
 from protection.services.hosts import PrerequisiteReport, check_prerequisites
 from storage.models import Datastore
 
-JUST_BEFORE_RECOVERY_POINT = "recovery_point"
 MAX_GFS_KEEP = 1000
 DEFAULT_RETENTION_DAYS = 5
 
@@ -396,7 +397,7 @@ class ConsistencyForm(WizardForm):
 
     def clean_consistency_check_daily_at(self) -> time | None:
         value = self.cleaned_data["consistency_check_daily_at"]
-        return time.fromisoformat(value) if value else None
+        return parse_time_of_day(value) if value else None
 
 
 # --------------------------------------------------------------------------- steps
@@ -461,47 +462,3 @@ def clean_draft(draft: ProtectionGroupDraft) -> DraftPolicy:
         cleaned.update(form.cleaned_data)
     cleaned.pop("online_protection", None)
     return DraftPolicy(vm_ids=cleaned.pop("vms"), **cleaned)
-
-
-def initial_input(group: ProtectionGroup | None) -> dict[str, Any]:
-    """A draft's input: nothing for a new group, the group's policy to modify it."""
-    if group is None:
-        return {}
-    sync = group.sync_frequency_minutes
-    on = "on"
-    daily_at = group.consistency_check_daily_at
-    members = group.members.exclude(replica_state=ReplicaState.STOPPED).values_list("vm_id", flat=True)
-    return {
-        "members": {"vms": [str(pk) for pk in members]},
-        "method": {
-            "name": group.name,
-            "description": group.description,
-            **({"short_term_on_disk": on} if group.short_term_on_disk else {}),
-        },
-        "goals": {
-            "retention_days": str(group.retention_days),
-            "sync_frequency_minutes": JUST_BEFORE_RECOVERY_POINT if sync is None else str(sync),
-            "recovery_point_times": ", ".join(group.recovery_point_times),
-            "recovery_point_days": [str(day) for day in group.recovery_point_days],
-            "express_full_times": ", ".join(group.express_full_times),
-            "express_full_days": [str(day) for day in group.express_full_days],
-            **{
-                name: str(getattr(group, name))
-                for name in ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
-            },
-        },
-        "allocation": {
-            "datastore": str(group.datastore_id),
-            "daily_churn_percent": str(DEFAULT_DAILY_CHURN_PERCENT),
-        },
-        # Only VMs added by this change get an initial replica: over the network, now,
-        # unless the administrator picks otherwise.
-        "replica": {
-            "replica_creation_method": str(ReplicaCreationMethod.NOW),
-            "manual_import_path": group.manual_import_path,
-        },
-        "consistency": {
-            **({"consistency_check_if_inconsistent": on} if group.consistency_check_if_inconsistent else {}),
-            "consistency_check_daily_at": daily_at.strftime("%H:%M") if daily_at else "",
-        },
-    }

@@ -1,10 +1,11 @@
-from protection.models.alerts import Alert, AlertKind, AlertSeverity, ProtectionGroupDraft
+from protection.models.alerts import Alert, AlertKind, AlertSeverity
 from protection.models.groups import (
     MAX_RETENTION_DAYS,
     SYNC_FREQUENCY_CHOICES,
     Consistency,
     ProtectedDataSource,
     ProtectionGroup,
+    ProtectionGroupDraft,
     RecoveryPoint,
     RecoveryPointKind,
     RecoveryPointLocation,

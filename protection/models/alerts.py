@@ -1,11 +1,10 @@
 """Alerts: failed or inconsistent protection, shown on the dashboard until a later
-job succeeds; and the protection-group wizard's saved input."""
+job succeeds."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -87,23 +86,3 @@ class Alert(models.Model):
             .filter(kind__in=kinds, **target)
             .update(resolved_at=timezone.now(), resolution=resolution[:255])
         )
-
-
-class ProtectionGroupDraft(models.Model):
-    """The wizard's state between steps, so back/next never loses input."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    # Set when the wizard modifies an existing group.
-    group = models.ForeignKey(
-        "protection.ProtectionGroup", null=True, blank=True, on_delete=models.CASCADE, related_name="drafts"
-    )
-    step = models.PositiveSmallIntegerField(default=1)
-    data = models.JSONField(default=dict, blank=True)
-    created = models.DateTimeField(default=timezone.now)
-    updated = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-updated"]
-
-    def __str__(self) -> str:
-        return f"Draft {self.pk} ({'modify ' + str(self.group) if self.group else 'new group'})"

@@ -8,6 +8,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from backupsite.core.drafts import WizardDraft
 from protection.models.inventory import VirtualMachine
 
 # MABS offers synchronization every 15 minutes up to once a day.
@@ -173,3 +174,17 @@ class RecoveryPoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.vm} @ {self.created:%Y-%m-%d %H:%M}"
+
+
+class ProtectionGroupDraft(WizardDraft):
+    """The create / modify group wizard's input between steps, one entry per step key
+    (see ``protection.forms.wizard``)."""
+
+    # Set when the wizard modifies an existing group.
+    group = models.ForeignKey(
+        ProtectionGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="drafts"
+    )
+    step = models.CharField(max_length=16, default="members")
+
+    def __str__(self) -> str:
+        return f"Draft {self.pk} ({'modify ' + str(self.group) if self.group else 'new group'})"

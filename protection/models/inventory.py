@@ -8,6 +8,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from backupsite.core.credentials import decrypt_json, encrypt_json
 from protection.connectors.protocol import Connector
 from protection.connectors.registry import get_connector
 
@@ -62,24 +63,14 @@ class Host(models.Model):
 
     @property
     def credentials(self) -> dict[str, Any]:
-        from backupsite.core.credentials import decrypt_json
-
         return decrypt_json(self.credentials_encrypted) if self.credentials_encrypted else {}
 
     @credentials.setter
     def credentials(self, value: dict[str, Any]) -> None:
-        from backupsite.core.credentials import encrypt_json
-
         self.credentials_encrypted = encrypt_json(value) if value else ""
 
     def connector(self) -> Connector:
         return get_connector(self.connection_kind, self.address, self.credentials or None)
-
-    def refresh_inventory(self) -> list[VirtualMachine]:
-        """Ask the connector what the host runs now and bring the catalog in line."""
-        from protection.inventory import sync_host_inventory
-
-        return sync_host_inventory(self)
 
 
 class ClusterSharedVolume(models.Model):

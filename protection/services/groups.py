@@ -2,7 +2,9 @@
 (backups, consistency checks, stop protection) started from the pages.
 
 The wizard's steps and their forms live in ``protection.forms.wizard``; this module
-turns their cleaned result (a :class:`DraftPolicy`) into rows and jobs, atomically.
+turns their cleaned result (a :class:`DraftPolicy`) into rows and jobs, atomically. It
+never imports the forms: the view cleans the draft and hands the policy over, and the
+draft's input format for an existing group (:func:`initial_input`) lives here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from django.db.models import Sum
 from django.http import HttpRequest
 
 from backupsite.core.models import AuditEvent, Job, JobKind
+from backupsite.core.timeofday import format_time_of_day
 from protection.models import (
     ProtectedDataSource,
     ProtectionGroup,
@@ -27,6 +30,10 @@ from protection.models import (
     VirtualMachine,
 )
 from storage.models import Datastore
+
+# The synchronization frequency choice that means "no own schedule": synchronize
+# just before each recovery point (stored as sync_frequency_minutes = None).
+JUST_BEFORE_RECOVERY_POINT = "recovery_point"
 
 # A typical server rewrites a few percent of its disk data a day; 5 % is the
 # planning figure the allocation step starts from (the administrator may change it).
@@ -147,13 +154,10 @@ def estimate_allocation(
 
 def start_draft(user: Any, group: ProtectionGroup | None = None) -> ProtectionGroupDraft:
     """A fresh draft: empty for a new group, pre-filled from ``group`` to modify it."""
-    # The forms own the draft's input format; they import this module, hence here.
-    from protection.forms.wizard import initial_input
-
     with transaction.atomic():
         # One draft per user and target: an abandoned wizard is replaced, not piled up.
         ProtectionGroupDraft.objects.filter(user=user, group=group).delete()
-        return ProtectionGroupDraft.objects.create(user=user, group=group, data=initial_input(group))
+        return ProtectionGroupDraft.start(user, group=group, data=initial_input(group))
 
 
 POLICY_FIELDS = (
@@ -181,14 +185,62 @@ INITIAL_STATE = {
 }
 
 
+def initial_input(group: ProtectionGroup | None) -> dict[str, Any]:
+    """A draft's input, as a browser would post it step by step: nothing for a new
+    group, the group's policy to modify it."""
+    if group is None:
+        return {}
+    sync = group.sync_frequency_minutes
+    on = "on"
+    daily_at = group.consistency_check_daily_at
+    members = group.members.exclude(replica_state=ReplicaState.STOPPED).values_list("vm_id", flat=True)
+    return {
+        "members": {"vms": [str(pk) for pk in members]},
+        "method": {
+            "name": group.name,
+            "description": group.description,
+            **({"short_term_on_disk": on} if group.short_term_on_disk else {}),
+        },
+        "goals": {
+            "retention_days": str(group.retention_days),
+            "sync_frequency_minutes": JUST_BEFORE_RECOVERY_POINT if sync is None else str(sync),
+            "recovery_point_times": ", ".join(group.recovery_point_times),
+            "recovery_point_days": [str(day) for day in group.recovery_point_days],
+            "express_full_times": ", ".join(group.express_full_times),
+            "express_full_days": [str(day) for day in group.express_full_days],
+            **{
+                name: str(getattr(group, name))
+                for name in ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+            },
+        },
+        "allocation": {
+            "datastore": str(group.datastore_id),
+            "daily_churn_percent": str(DEFAULT_DAILY_CHURN_PERCENT),
+        },
+        # Only VMs added by this change get an initial replica: over the network, now,
+        # unless the administrator picks otherwise.
+        "replica": {
+            "replica_creation_method": str(ReplicaCreationMethod.NOW),
+            "manual_import_path": group.manual_import_path,
+        },
+        "consistency": {
+            **({"consistency_check_if_inconsistent": on} if group.consistency_check_if_inconsistent else {}),
+            "consistency_check_daily_at": format_time_of_day(daily_at) if daily_at else "",
+        },
+    }
+
+
 def apply_draft(
-    draft: ProtectionGroupDraft, user: Any, *, request: HttpRequest | None = None
+    draft: ProtectionGroupDraft,
+    policy: DraftPolicy,
+    user: Any,
+    *,
+    request: HttpRequest | None = None,
 ) -> ProtectionGroup:
     """Create or update the group the draft describes, start its initial replicas,
-    and delete the draft. Raises DraftIncomplete naming the step to fix."""
-    from protection.forms.wizard import clean_draft
-
-    policy = clean_draft(draft)
+    and delete the draft. ``policy`` is the draft cleaned by its forms just before;
+    membership is checked again here under row locks. Raises DraftIncomplete naming
+    the step to fix."""
     try:
         with transaction.atomic():
             group = _save_group(draft.group, policy, user)
@@ -214,7 +266,7 @@ def apply_draft(
                 replica_creation_method=policy.replica_creation_method if added else "",
                 jobs=[job.pk for job in jobs],
             )
-            draft.delete()
+            draft.discard()
     except IntegrityError as error:
         raise ProtectionError(
             f"The group could not be saved: the name {policy.name!r} or one of the virtual machines "

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HTMX_STOP_POLLING
 
 from backupsite.core.models import AuditEvent, Job, JobKind, JobState
 from backupsite.core.permissions import (
@@ -17,39 +15,18 @@ from backupsite.core.permissions import (
     visible,
 )
 from backupsite.core.types import HtmxHttpRequest
+from protection.filters import PERIODS, JobFilterSet
 from protection.models import ProtectionGroup
-
-# htmx stops polling when a response has this status.
-HTMX_STOP_POLLING = 286
-PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 
 
 @require_GET
 def job_list(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Action.VIEW)
     jobs = visible(request, Job.objects.select_related("vm", "host", "group", "requested_by"))
-    filters = {
-        "state": request.GET.get("state", ""),
-        "kind": request.GET.get("kind", ""),
-        "period": request.GET.get("period", ""),
-        "q": request.GET.get("q", "").strip(),
-        "group": request.GET.get("group", ""),
-        "vm": request.GET.get("vm", ""),
-    }
-    if filters["state"] in JobState.values:
-        jobs = jobs.filter(state=filters["state"])
-    if filters["kind"] in JobKind.values:
-        jobs = jobs.filter(kind=filters["kind"])
-    if filters["period"] in PERIODS:
-        jobs = jobs.filter(created__gte=timezone.now() - PERIODS[filters["period"]])
-    if filters["group"].isdigit():
-        jobs = jobs.filter(group_id=int(filters["group"]))
-    if filters["vm"].isdigit():
-        jobs = jobs.filter(vm_id=int(filters["vm"]))
-    if filters["q"]:
-        jobs = jobs.filter(vm__name__icontains=filters["q"]) | jobs.filter(
-            group__name__icontains=filters["q"]
-        )
+    jobs = JobFilterSet(request.GET, queryset=jobs).qs
+    # What the user asked for, as typed: the form shows it again and the pages keep it.
+    filters = {name: request.GET.get(name, "") for name in JobFilterSet.base_filters}
+    filters["q"] = filters["q"].strip()
     page = Paginator(jobs, 50).get_page(request.GET.get("page"))
     context = {
         "page": page,

@@ -41,9 +41,7 @@ SYNC_LABELS: dict[int | None, str] = dict(SYNC_FREQUENCY_CHOICES)
 
 def _draft(request: HttpRequest, pk: int) -> ProtectionGroupDraft:
     # A draft exists only for the user who started it: anyone else gets 404.
-    drafts = ProtectionGroupDraft.objects.filter(user_id=request.user.pk or 0).select_related(
-        "group__datastore"
-    )
+    drafts = ProtectionGroupDraft.objects.owned_by(request.user).select_related("group__datastore")
     return get_for_user(request, drafts, Action.PROTECT, pk=pk)
 
 
@@ -82,9 +80,7 @@ def _step(request: HtmxHttpRequest, pk: int, key: str) -> HttpResponse:
     form: WizardForm
     if request.method == "POST":
         form = step_form(step, draft, request.POST)
-        draft.data[step.key] = step.form_class.raw_input(request.POST)
-        draft.step = step.number
-        draft.save(update_fields=["data", "step", "updated"])
+        draft.save_progress(step.key, **{step.key: step.form_class.raw_input(request.POST)})
         destination = _destination(step, request.POST.get("nav", ""))
         if destination is not None and (destination.number <= step.number or form.is_valid()):
             return redirect(destination.url_name, draft.pk)
@@ -130,7 +126,8 @@ def wizard_summary(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         modifying = draft.group is not None
         try:
-            group = group_service.apply_draft(draft, request.user, request=request)
+            policy = clean_draft(draft)
+            group = group_service.apply_draft(draft, policy, request.user, request=request)
         except group_service.DraftIncomplete as error:
             messages.error(request, str(error))
             return redirect(STEP_BY_KEY[error.step].url_name, draft.pk)
@@ -169,6 +166,6 @@ def wizard_summary(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def wizard_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     draft = _draft(request, pk)
     group = draft.group
-    draft.delete()
+    draft.discard()
     messages.info(request, "The wizard was cancelled; nothing was changed.")
     return redirect(group if group is not None else "protection:overview")

@@ -33,7 +33,7 @@ def create_draft(point: RecoveryPoint, user: Any) -> RecoveryDraft:
         raise RecoveryNotPossible(
             "This recovery point is damaged or was removed and cannot be recovered.", WizardStep.REVIEW
         )
-    return RecoveryDraft.objects.create(user=user, point=point, step=WizardStep.REVIEW)
+    return RecoveryDraft.start(user, point=point, step=WizardStep.REVIEW)
 
 
 def check_draft(draft: RecoveryDraft) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 from backupsite.core.jobs.context import JobContext, JobError
 from protection.connectors import ConnectorError, Finding, RestoreTarget, Severity
 from protection.models import Host, ProtectedDataSource, RecoveryPoint, VirtualMachine
+from protection.services.inventory import sync_host_inventory
 from recovery.models import ItemKind, ItemState, RecoveryItemResult, RecoveryType
 from recovery.throttle import Throttle
 from storage.engine import Datastore as EngineDatastore
@@ -188,7 +189,7 @@ def run_vm_recovery(
             ProtectedDataSource.objects.filter(pk=source.pk).update(change_tracking_refs=refs)
     context.message(f"Refreshing the inventory of {where.host}")
     try:
-        where.host.refresh_inventory()
+        sync_host_inventory(where.host)
     except ConnectorError as error:
         context.log(f"The inventory of {where.host} could not be refreshed: {error}")
     return {

@@ -1,8 +1,8 @@
 """A recovery's live status page: progress, per-item results, final state.
 
 The job page pattern: one URL renders the full page or, for htmx polling, the
-``status`` partial; once the job has finished the partial answers 286 and htmx
-stops polling.
+``status`` partial; once the job has finished the partial answers with htmx's
+stop-polling status and htmx stops polling.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
+from django_htmx.http import HTMX_STOP_POLLING
 
 from backupsite.core.models import Job, JobKind
 from backupsite.core.permissions import get_for_user
 from backupsite.core.types import HtmxHttpRequest
 from protection.models import RecoveryPoint
-from protection.views.jobs import HTMX_STOP_POLLING
 from recovery.models import RecoveryType
 from recovery.services.options import describe_throttle
 

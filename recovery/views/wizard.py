@@ -34,7 +34,7 @@ SECRET_FIELDS = ("password", "csrfmiddlewaretoken")
 
 def drafts_of(request: HttpRequest) -> QuerySet[RecoveryDraft]:
     """A user only ever sees their own drafts."""
-    return RecoveryDraft.objects.filter(user_id=int(request.user.pk or 0)).select_related(
+    return RecoveryDraft.objects.owned_by(request.user).select_related(
         "point__vm__host", "point__datastore", "job"
     )
 
@@ -107,7 +107,7 @@ def discard(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     draft = own_draft(request, pk)
     vm = draft.point.vm
     AuditEvent.record("recovery.draft.discard", request=request, obj=vm, draft=draft.pk)
-    draft.delete()
+    draft.discard()
     messages.info(request, "The recovery was discarded.")
     return redirect("recovery:vm", vm.pk)
 
@@ -171,23 +171,22 @@ def _post_step(draft: RecoveryDraft, post: QueryDict, action: str) -> tuple[Any,
     step = draft.step
     if action == "alternate" and step == WizardStep.TARGET:
         # The original host is gone: offer the same point as a new VM elsewhere.
-        draft.data["type"] = RecoveryType.ALTERNATE
-        draft.save()
+        draft.save_progress(type=RecoveryType.ALTERNATE)
         return None, ""
     form = _step_form(draft, post)
     valid = form is None or form.is_valid()
     if valid:
         error = _apply(draft, step, form)
         if error and action == "next":
-            draft.save()
+            draft.save_progress()
             return None, error
         _move(draft, action)
-        draft.save()
+        draft.save_progress()
         return None, ""
     if action == "back":
         _keep_input(draft, step, post)
         _move(draft, action)
-        draft.save()
+        draft.save_progress()
         return None, ""
     return form, ""
 

@@ -23,7 +23,7 @@ from .errors import (
     SourceReadError,
     WrongKey,
 )
-from .format import FORMAT_VERSION
+from .format import FORMAT_VERSION, Settings, check_chunk_size, read_settings
 from .gc import GCReport
 from .points import FileInfo, PointInfo
 from .reader import PointFileReader
@@ -57,10 +57,13 @@ __all__ = [
     "RateLimiter",
     "RestoreResult",
     "RetentionPolicy",
+    "Settings",
     "SourceFile",
     "SourceReadError",
     "Usage",
     "VerifyProgress",
     "VerifyReport",
     "WrongKey",
+    "check_chunk_size",
+    "read_settings",
 ]

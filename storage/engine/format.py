@@ -45,6 +45,25 @@ class Settings:
     compression_level: int
     encryption: dict[str, object] | None
 
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption is not None
+
+
+def check_chunk_size(chunk_size: object) -> int:
+    """The one rule for a chunk size: a power of two from 256 KiB to 4 MiB.
+
+    Returns it; raises EngineError otherwise. The Django model validates with this too.
+    """
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, int)
+        or not MIN_CHUNK <= chunk_size <= MAX_CHUNK
+        or chunk_size & (chunk_size - 1)
+    ):
+        raise EngineError(f"chunk size {chunk_size} must be a power of two between 256 KiB and 4 MiB")
+    return chunk_size
+
 
 def _derive(user_key: bytes, params: dict[str, object]) -> Keys:
     from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -78,8 +97,7 @@ def normalise_key(key: bytes | str | None) -> bytes | None:
 def create(
     path: str, *, chunk_size: int, compression_level: int, key: bytes | None
 ) -> tuple[Settings, Keys | None]:
-    if not MIN_CHUNK <= chunk_size <= MAX_CHUNK or chunk_size & (chunk_size - 1):
-        raise EngineError(f"chunk size {chunk_size} must be a power of two between 256 KiB and 4 MiB")
+    check_chunk_size(chunk_size)
     if not 1 <= compression_level <= 22:
         raise EngineError(f"zstd level {compression_level} must be between 1 and 22")
     if os.path.exists(os.path.join(path, "format.json")):
@@ -135,7 +153,8 @@ def create(
     return settings, keys
 
 
-def load(path: str, key: bytes | None) -> tuple[Settings, Keys | None]:
+def read_settings(path: str) -> Settings:
+    """What ``format.json`` says, without a key: enough to know how a store is set up."""
     fpath = os.path.join(path, "format.json")
     try:
         with open(fpath, "rb") as f:
@@ -162,8 +181,16 @@ def load(path: str, key: bytes | None) -> tuple[Settings, Keys | None]:
         settings = Settings(str(doc["uuid"]), chunk_size, level, encryption)
     except (KeyError, TypeError, ValueError) as exc:
         raise FormatVersionError(f"{fpath} is missing required settings") from exc
-    if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
-        raise FormatVersionError(f"{fpath} has an invalid chunk size {chunk_size}")
+    try:
+        check_chunk_size(chunk_size)
+    except EngineError as exc:
+        raise FormatVersionError(f"{fpath} has an invalid chunk size {chunk_size}") from exc
+    return settings
+
+
+def load(path: str, key: bytes | None) -> tuple[Settings, Keys | None]:
+    settings = read_settings(path)
+    encryption = settings.encryption
     if encryption is None:
         return settings, None
     if key is None:

@@ -70,7 +70,7 @@ def test_job_page_updates_live_and_stops_polling(page: Any, live_server: Any, dj
     page.wait_for_function("document.querySelector('.state').innerText === 'Succeeded'")
     assert page.get_by_test_id("job-progress").get_attribute("value") == "100"
 
-    # Polling stopped: the server answered 286 and htmx removed the trigger.
+    # Polling stopped: the server answered "stop polling" and htmx removed the trigger.
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
     page.wait_for_timeout(2500)

@@ -7,8 +7,8 @@ to repair, damage the replica on purpose and see the next check repair it, then
 prove the repair by restoring the disk and comparing it with the live one.
 
 Every job runs in the ``manage.py qcluster`` subprocess (``worker_cluster``), never
-inline. The test watches jobs finish on their pages (htmx polling, stopped by 286) and
-reads the database only to cross-check the figures the pages show.
+inline. The test watches jobs finish on their pages (htmx polling, stopped by the
+stop-polling status) and reads the database only to cross-check the figures the pages show.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def wait_for_job_page(page: Any, live_server: Any, job_id: int) -> str:
         error = page.get_by_test_id("job-error")
         details = error.inner_text() if error.count() else page.get_by_test_id("job-log").inner_text()
         raise AssertionError(f"job #{job_id} ended {state.inner_text()}: {details}")
-    # Finished: the server answered 286 and htmx stopped polling, so the section lost its trigger.
+    # Finished: the server answered "stop polling" and htmx stopped polling, so the section lost its trigger.
     expect(page.locator("#job-status")).not_to_have_attribute("hx-get", re.compile(".*"))
     return str(page.get_by_test_id("job-message").inner_text())
 

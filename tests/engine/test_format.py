@@ -13,6 +13,8 @@ from storage.engine import (
     FormatVersionError,
     SourceFile,
     WrongKey,
+    check_chunk_size,
+    read_settings,
 )
 from storage.engine.format import FORMAT_VERSION
 
@@ -34,6 +36,39 @@ def test_create_writes_versioned_format_json(tmp_path: Path) -> None:
 def test_chunk_size_bounds(tmp_path: Path, size: int) -> None:
     with pytest.raises(EngineError, match="chunk size"):
         Datastore.create(tmp_path / "ds", chunk_size=size)
+
+
+@pytest.mark.parametrize("size", [256 * 1024, 512 * 1024, 1024 * 1024, 4 * 1024 * 1024])
+def test_check_chunk_size_accepts_powers_of_two_in_range(size: int) -> None:
+    assert check_chunk_size(size) == size
+
+
+@pytest.mark.parametrize(
+    "size", [0, -1, 3 * 1024 * 1024, 256 * 1024 + 1, 8 * 1024 * 1024, 1.0 * 1024 * 1024, True]
+)
+def test_check_chunk_size_refuses(size: object) -> None:
+    with pytest.raises(EngineError, match="power of two between 256 KiB and 4 MiB"):
+        check_chunk_size(size)
+
+
+def test_read_settings_needs_no_key(tmp_path: Path) -> None:
+    Datastore.create(tmp_path / "plain", chunk_size=256 * 1024)
+    Datastore.create(tmp_path / "secret", chunk_size=2 * 1024 * 1024, key=b"k" * 32)
+    plain, secret = read_settings(str(tmp_path / "plain")), read_settings(str(tmp_path / "secret"))
+    assert (plain.chunk_size, plain.encrypted) == (256 * 1024, False)
+    assert (secret.chunk_size, secret.encrypted) == (2 * 1024 * 1024, True)
+    with pytest.raises(DatastoreNotFound):
+        read_settings(str(tmp_path / "nothing"))
+
+
+def test_format_json_with_a_chunk_size_the_engine_refuses(tmp_path: Path) -> None:
+    Datastore.create(tmp_path / "ds")
+    p = tmp_path / "ds" / "format.json"
+    doc = json.loads(p.read_text())
+    doc["chunk_size"] = 3 * 1024 * 1024  # in range, but not a power of two
+    p.write_text(json.dumps(doc))
+    with pytest.raises(FormatVersionError, match="invalid chunk size 3145728"):
+        Datastore.open(tmp_path / "ds")
 
 
 def test_refuses_existing_or_non_empty(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from protection.models import (
     ReplicaState,
     VirtualMachine,
 )
+from protection.services.inventory import sync_host_inventory
 from storage.models import Datastore
 from tests.protection.helpers import FakeConnector
 
@@ -63,7 +64,7 @@ def protected_lab(lab_template: Path, tmp_path: Path) -> ProtectedLab:
     folder = tmp_path / "LAB-HV01"
     subprocess.run(["cp", "-a", "--sparse=always", str(lab_template), str(folder)], check=True)
     host = Host.objects.create(name="LAB-HV01", connection_kind=ConnectionKind.LAB, address=str(folder))
-    machines = host.refresh_inventory()
+    machines = sync_host_inventory(host)
     windows = next(vm for vm in machines if vm.os_family == "windows")
     linux = next(vm for vm in machines if vm.os_family == "linux")
     datastore = Datastore.objects.create(name="test", path=str(tmp_path / "datastore"))

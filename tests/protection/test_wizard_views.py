@@ -16,6 +16,7 @@ from backupsite.core.jobs.registry import handler_override
 from backupsite.core.models import AuditEvent, Job, JobKind, JobState
 from backupsite.core.permissions import Role
 from protection.connectors import HostUnreachable
+from protection.forms import wizard as wizard_forms
 from protection.models import (
     ProtectedDataSource,
     ProtectionGroup,
@@ -24,6 +25,7 @@ from protection.models import (
     ReplicaState,
     VirtualMachine,
 )
+from protection.views import wizard as wizard_views
 from storage.models import Datastore
 from tests.protection.helpers import FakeConnector, protect, vm_with_disk
 
@@ -447,13 +449,12 @@ def test_vm_taken_between_the_last_check_and_create(
     datastore: Datastore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from protection.forms import wizard
-
     fill(operator_client, draft, valid)
     draft.refresh_from_db()
-    stale = wizard.clean_draft(draft)
+    stale = wizard_forms.clean_draft(draft)
     protect(vms[1], ProtectionGroup.objects.create(name="Silver", datastore=datastore))
-    monkeypatch.setattr(wizard, "clean_draft", lambda _draft: stale)
+    # The summary's own check passes on the stale policy; the service's locked check must not.
+    monkeypatch.setattr(wizard_views, "clean_draft", lambda _draft: stale)
     response = operator_client.post(url(draft, "summary"), follow=True)
     assert response.redirect_chain[-1][0] == url(draft, "members")
     assert "Already protected in another protection group: web01 (in Silver)." in response.content.decode()

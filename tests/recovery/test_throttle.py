@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from datetime import time as time_of_day
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -179,7 +180,8 @@ def test_bad_throttle_values(kwargs: dict[str, object], message: str) -> None:
         (("08:00", "18:00", "mon", "UTC"), "must be a list"),
         (("08:00", "18:00", [0], "Mars/Olympus_Mons"), "unknown time zone"),
         (("08:00", "18:00", [0], ""), "time zone must be"),
-        (("08:00+01:00", "18:00", [0], "UTC"), "without a time zone"),
+        ((time_of_day(8, 0, tzinfo=UTC), "18:00", [0], "UTC"), "without a time zone"),
+        (("08:00+01:00", "18:00", [0], "UTC"), "HH:MM"),
     ],
 )
 def test_bad_work_hours(args: tuple[object, ...], message: str) -> None:

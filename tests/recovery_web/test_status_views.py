@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django_htmx.http import HTMX_STOP_POLLING
 
 from backupsite.core.models import JobKind, JobState
 from recovery.models import ItemState, RecoveryItemResult
@@ -46,7 +47,7 @@ def test_running_then_finished(readonly_client: Client) -> None:
     job.error = "The destination is full"
     job.save()
     done = readonly_client.get(url, headers={"HX-Request": "true"})
-    assert done.status_code == 286 and "every 1s" not in done.content.decode()
+    assert done.status_code == HTMX_STOP_POLLING and "every 1s" not in done.content.decode()
     assert "The destination is full" in done.content.decode()
 
 

@@ -15,6 +15,7 @@ from backupsite.core.models import AuditEvent, Job, JobKind, JobState
 from protection.connectors.lab.guest import churn
 from protection.connectors.lab.host import write_host_json
 from protection.models import Alert, AlertKind, ConnectionKind, Host, VirtualMachine
+from protection.services.inventory import sync_host_inventory
 from recovery.models import ItemState, RecoveryItemResult
 from recovery.services.vmrestore import MAX_PATH
 from tests.recovery_web.conftest import BackedUpLab
@@ -49,7 +50,7 @@ def same_disk(left: Path, right: Path) -> None:
 def second_host(tmp_path: Path) -> Host:
     folder = write_host_json(tmp_path / "LAB-HV02", "LAB-HV02")
     host = Host.objects.create(name="LAB-HV02", connection_kind=ConnectionKind.LAB, address=str(folder))
-    host.refresh_inventory()
+    sync_host_inventory(host)
     return host
 
 

@@ -23,6 +23,7 @@ from protection.connectors.lab.host import DEFAULT_OS, HOST_DEFAULTS, create_lab
 from protection.connectors.labdisks import LabToolError, MiB, qemu_img_check
 from protection.connectors.protocol import ConnectorError
 from protection.models import Host
+from protection.services.inventory import sync_host_inventory
 
 
 def lab_root() -> Path:
@@ -75,7 +76,7 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 host = Host.objects.create(name=name, connection_kind="lab", address=str(folder))
-                vms = host.refresh_inventory()
+                vms = sync_host_inventory(host)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # no unregistered host left behind
             raise

@@ -1,4 +1,7 @@
-"""Bring the catalog in line with what a host's connector reports."""
+"""Bring the catalog in line with what a host's connector reports.
+
+Called by the inventory job, the lab command and a recovery that created a VM.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ from protection.models import (
 
 
 def sync_host_inventory(host: Host) -> list[VirtualMachine]:
-    """Upsert the host's VMs, disks, cluster and CSVs; mark vanished VMs removed.
+    """Ask the host's connector what it runs now and bring the catalog in line.
+
+    Upsert the host's VMs, disks, cluster and CSVs; mark vanished VMs removed.
 
     A VM that disappears is never deleted: its recovery points must stay restorable.
     An unreachable host is recorded on the host row and the error re-raised.
