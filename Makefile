@@ -60,6 +60,7 @@ run: system-packages-run venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	DEBUG=1 $(VENV)/bin/mypy .
 
 test: system-packages-test venv lint

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from backupsite.core.jobs.context import JobCancelled, JobContext, JobError
-from backupsite.core.models import JobKind
+from backupsite.core.models import Job, JobKind
 from protection.connectors import BackupSession, ChangeTrackingLost, ConnectorError, Consistency
 from protection.models import (
     Alert,
@@ -115,8 +115,6 @@ def run_backup_job(context: JobContext) -> dict[str, Any]:
         context.log(note)
     if kind == JobKind.INITIAL_REPLICA and import_path:
         # The imported files are only as fresh as the media; catch up from the host.
-        from backupsite.core.models import Job
-
         Job.submit(
             JobKind.CONSISTENCY_CHECK, vm=vm, group=source.group, requested_by=context.job.requested_by
         )

@@ -19,6 +19,8 @@ from typing import Any
 
 from django.conf import settings
 
+from storage.models import Datastore
+
 # Where recovered items may be written when the settings name no roots.
 DEFAULT_RECOVERY_ROOTS = ("/srv", "/mnt", "/media")
 MAX_PATH_LENGTH = 1024
@@ -38,8 +40,6 @@ def recovery_roots() -> list[Path]:
 
 def protected_folders() -> list[Path]:
     """Folders that hold backup data: recovered items must never land there."""
-    from storage.models import Datastore
-
     folders = [Path(os.path.realpath(settings.BACKUPSITE_DATA_DIR))]
     folders += [Path(os.path.realpath(path)) for path in Datastore.objects.values_list("path", flat=True)]
     return folders

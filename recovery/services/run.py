@@ -20,7 +20,9 @@ from backupsite.core.models import AuditEvent
 from protection.models import Alert, AlertKind, RecoveryPoint
 from recovery.models import RecoveryItemResult, RecoveryType
 from recovery.notifications import RecoveryReport, send_recovery_report
+from recovery.services.items import run_item_recovery
 from recovery.services.options import build_throttle, describe_throttle
+from recovery.services.vmrestore import run_vm_recovery
 
 
 def run_recovery(context: JobContext) -> dict[str, Any]:
@@ -45,12 +47,8 @@ def run_recovery(context: JobContext) -> dict[str, Any]:
         )
         context.log(f"Throttling: {describe_throttle(options)}")
         if kind in (RecoveryType.ORIGINAL, RecoveryType.ALTERNATE):
-            from recovery.services.vmrestore import run_vm_recovery
-
             result = run_vm_recovery(context, vm, point, kind, params.get("target") or {}, throttle)
         elif kind == RecoveryType.ITEMS:
-            from recovery.services.items import run_item_recovery
-
             result = run_item_recovery(context, point, params, throttle)
         else:
             raise JobError(f"Unknown recovery type {kind!r}.")
