@@ -23,7 +23,7 @@ from protection.connectors.base import (
     get_connector,
 )
 from protection.connectors.lab import LabConnector
-from protection.connectors.vhdxfile import read_vhdx_layout
+from storage.vdisk import read_layout
 from tests.connectors.conftest import Lab
 
 
@@ -62,7 +62,7 @@ def test_inventory_reports_host_and_vms_from_real_disks(lab: Lab) -> None:
     assert disk.virtual_size == 128 * 1024 * 1024
     assert disk.file_size == Path(disk.path).stat().st_size
     assert disk.file_size < disk.virtual_size  # dynamic: only written blocks take space
-    assert disk.disk_id == read_vhdx_layout(disk.path).disk_id
+    assert disk.disk_id == read_layout(disk.path).disk_id
     assert disk.error is None
 
     (fixed,) = by_name["SQL01"].disks

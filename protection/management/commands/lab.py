@@ -17,9 +17,10 @@ from django.db import transaction
 
 from protection.connectors.base import ConnectorError
 from protection.connectors.labconfig import HOST_FILE
-from protection.connectors.labdisks import LabToolError, MiB, qemu_img_check
 from protection.connectors.labguest import churn
 from protection.connectors.labhost import DEFAULT_OS, HOST_DEFAULTS, create_lab_host
+from storage.vdisk.builder import MiB, qemu_img_check
+from storage.vdisk.errors import ToolError
 
 
 def lab_root() -> Path:
@@ -54,7 +55,7 @@ class Command(BaseCommand):
                 self.demo()
             else:
                 self.churn(opts["vm_name"], opts["percent"], opts.get("host"), opts.get("seed"))
-        except (ConnectorError, LabToolError) as exc:
+        except (ConnectorError, ToolError) as exc:
             raise CommandError(str(exc)) from exc
 
     def create(self, name: str, vm_count: int, size_gib: float, os_version: str) -> None:
