@@ -8,23 +8,15 @@ recovery point needs around it: a parent opener that looks inside the point
 
 from __future__ import annotations
 
-import contextlib
 import posixpath
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 from storage import vdisk
 from storage.engine.errors import EngineError
-from storage.vdisk import LOG_NOT_REPLAYED, DiskFile, ParentOpener, ParentRef, VirtualDisk
+from storage.vdisk import LOG_NOT_REPLAYED, VirtualDisk
+from storage.vdisk.chain import DiskFile, ParentOpener, ParentRef
 
-from .errors import (
-    EncryptedVolume,
-    ItemLevelError,
-    NotBrowsable,
-    ParentDiskMissing,
-    UnreadableDisk,
-    UnreadableFileSystem,
-    UnsupportedDisk,
-)
+from .errors import ParentDiskMissing, item_errors
 
 __all__ = [
     "LOG_NOT_REPLAYED",
@@ -32,33 +24,10 @@ __all__ = [
     "ParentOpener",
     "ParentRef",
     "VirtualDisk",
-    "item_errors",
     "open_disk",
     "open_point_disk",
     "resolve_parent",
 ]
-
-# Most specific first: the first class an error is an instance of decides.
-_ITEM_ERRORS: list[tuple[type[vdisk.VdiskError], type[ItemLevelError]]] = [
-    (vdisk.ParentDiskMissing, ParentDiskMissing),
-    (vdisk.UnreadableDisk, UnreadableDisk),
-    (vdisk.UnsupportedDisk, UnsupportedDisk),
-    (vdisk.EncryptedVolume, EncryptedVolume),
-    (vdisk.NotBrowsable, NotBrowsable),
-    (vdisk.UnreadableFileSystem, UnreadableFileSystem),
-]
-
-
-@contextlib.contextmanager
-def item_errors(what: str) -> Iterator[None]:
-    """storage.vdisk's errors as item-level errors; the backup store's read errors named as such."""
-    try:
-        yield
-    except vdisk.VdiskError as exc:
-        mapped = next((item for lib, item in _ITEM_ERRORS if isinstance(exc, lib)), UnreadableDisk)
-        raise mapped(str(exc)) from exc
-    except EngineError as exc:
-        raise UnreadableDisk(f"the backup data of {what} cannot be read: {exc}") from exc
 
 
 def open_disk(

@@ -10,8 +10,8 @@ from storage import vdisk
 from storage.vdisk.filesystems import Adapter
 from storage.vdisk.volumes import BITLOCKER_MESSAGE, RAW_HINT, FsKind, Volume
 
-from .disk import VirtualDisk, item_errors
-from .errors import ItemNotFound
+from .disk import VirtualDisk
+from .errors import ItemNotFound, item_errors
 
 __all__ = ["BITLOCKER_MESSAGE", "RAW_HINT", "FsKind", "Volume", "find_volume", "list_volumes", "mount"]
 

@@ -14,16 +14,7 @@ the lab connector and item-level recovery all come here to parse a disk.
 See docs/virtual-disks.md.
 """
 
-from .chain import (
-    LOG_NOT_REPLAYED,
-    DiskFile,
-    ParentOpener,
-    ParentRef,
-    VirtualDisk,
-    open_disk,
-    open_local_parent,
-    open_path,
-)
+from .chain import LOG_NOT_REPLAYED, VirtualDisk, open_disk, open_path
 from .errors import (
     EncryptedVolume,
     InvalidRange,
@@ -44,14 +35,11 @@ from .volumes import FsKind, Volume, list_volumes
 __all__ = [
     "LOG_NOT_REPLAYED",
     "PAYLOAD_BLOCK_FULLY_PRESENT",
-    "DiskFile",
     "EncryptedVolume",
     "FsKind",
     "InvalidRange",
     "NotBrowsable",
     "ParentDiskMissing",
-    "ParentOpener",
-    "ParentRef",
     "Range",
     "ToolError",
     "UnreadableDisk",
@@ -66,7 +54,6 @@ __all__ = [
     "merge_ranges",
     "metadata_ranges",
     "open_disk",
-    "open_local_parent",
     "open_path",
     "read_layout",
     "read_vhd_footer",

@@ -76,12 +76,15 @@ def pseudo_random(size: int, seed: int | str) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def text_file(size: int, seed: int | str) -> bytes:
+TEXT_WORDS = ("backup", "replica", "volume", "cluster", "invoice", "report", "quarter", "ledger")
+
+
+def text_file(size: int, seed: int | str, words: Sequence[str] = TEXT_WORDS, per_line: int = 12) -> bytes:
+    """Reproducible text (compressible, unlike ``pseudo_random``): CRLF lines of words."""
     rng = random.Random(seed)
-    words = ["backup", "replica", "volume", "cluster", "invoice", "report", "quarter", "ledger"]
     out = bytearray()
     while len(out) < size:
-        out += (" ".join(rng.choice(words) for _ in range(12)) + "\r\n").encode()
+        out += (" ".join(rng.choice(words) for _ in range(per_line)) + "\r\n").encode()
     return bytes(out[:size])
 
 

@@ -20,7 +20,7 @@ import contextlib
 import io
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -89,6 +89,18 @@ class VirtualDisk:
     def passthrough_errors(self) -> tuple[type[BaseException], ...]:
         """What a parser failure handler must re-raise as is: our own errors and the source's."""
         return (VdiskError, *self.source_errors)
+
+    @contextlib.contextmanager
+    def parsing(self, message: str, error: type[VdiskError] = UnreadableDisk) -> Iterator[None]:
+        """A parser's failure inside the block becomes ``error(message)``; our own errors and
+        the source's pass unchanged, so a read error is never reported as a damaged disk."""
+        try:
+            yield
+        except self.passthrough_errors:
+            raise
+        except Exception as exc:
+            log.info("%s", message, exc_info=True)
+            raise error(message) from exc
 
     def own(self, fh: DiskFile) -> None:
         """Close ``fh`` with the disk."""
@@ -238,15 +250,8 @@ def _open_vhd(fh: Any, disk: VirtualDisk) -> None:
             f"{disk.name or 'the disk'} is a differencing VHD; browsing legacy VHD chains is not "
             "supported: recover the whole disk files and merge them in Hyper-V"
         )
-    try:
+    with disk.parsing(f"{_label(disk.name)} could not be read as a VHD file: it looks damaged"):
         vhd = VHD(fh)
-    except disk.source_errors:
-        raise
-    except Exception as exc:
-        log.info("cannot parse VHD %s", disk.name, exc_info=True)
-        raise UnreadableDisk(
-            f"{_label(disk.name)} could not be read as a VHD file: it looks damaged"
-        ) from exc
     disk.stream, disk.size, disk.sector_size = vhd, vhd.size, 512
 
 

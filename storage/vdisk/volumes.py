@@ -21,7 +21,7 @@ from dissect.util.stream import RangeStream
 from dissect.volume.disk import Disk
 
 from .chain import VirtualDisk
-from .errors import EncryptedVolume, NotBrowsable, UnreadableDisk, UnreadableFileSystem
+from .errors import EncryptedVolume, NotBrowsable, UnreadableFileSystem
 from .filesystems import Adapter, ExfatAdapter, ExtAdapter, FatAdapter, NtfsAdapter
 
 log = logging.getLogger(__name__)
@@ -96,16 +96,12 @@ class Volume:
             raise UnreadableFileSystem(f"{self.describe()} cannot be browsed: {self.message}")
         if not self.browsable:
             raise NotBrowsable(f"{self.describe()} cannot be browsed: {self.message}")
-        try:
+        damaged = (
+            f"the {self.filesystem_name} file system on {self.describe()} could not be read: it looks "
+            f"damaged; {RAW_HINT}"
+        )
+        with self.disk.parsing(damaged, UnreadableFileSystem):
             self._adapter = _ADAPTERS[self.filesystem](self.open_raw())
-        except self.disk.passthrough_errors:
-            raise
-        except Exception as exc:
-            log.info("cannot mount %s", self.describe(), exc_info=True)
-            raise UnreadableFileSystem(
-                f"the {self.filesystem_name} file system on {self.describe()} could not be read: it looks "
-                f"damaged; {RAW_HINT}"
-            ) from exc
         return self._adapter
 
 
@@ -189,9 +185,10 @@ def _known_container(part: Any) -> tuple[str, str] | None:
 def list_volumes(disk: VirtualDisk) -> list[Volume]:
     """The volumes of ``disk``, in partition-table order; an unpartitioned disk is one volume."""
     stream = disk.stream
-    try:
+    damaged = f"the partition table of {disk.name or 'the disk'} could not be read: it looks damaged"
+    volumes: list[Volume] = []
+    with disk.parsing(damaged):
         parts = _partitions(disk)
-        volumes: list[Volume] = []
         for part in parts or []:
             if part.type in _EXTENDED_MBR_TYPES or part.type == 0xEE:
                 continue
@@ -222,14 +219,7 @@ def list_volumes(disk: VirtualDisk) -> list[Volume]:
             vol = Volume(0, None, 0, disk.size, "whole disk", "", FsKind.UNKNOWN, "unknown", "", "", disk)
             _fill(vol, _probe(stream, 0, disk.size))
             volumes.append(vol)
-        return volumes
-    except disk.passthrough_errors:
-        raise
-    except Exception as exc:
-        log.info("cannot list volumes of %s", disk.name, exc_info=True)
-        raise UnreadableDisk(
-            f"the partition table of {disk.name or 'the disk'} could not be read: it looks damaged"
-        ) from exc
+    return volumes
 
 
 def _fill(vol: Volume, head: bytes) -> None:

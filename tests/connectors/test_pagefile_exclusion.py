@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 from dissect.hypervisor.disk.vhdx import VHDX
-from dissect.ntfs import NTFS
-from dissect.volume.disk import Disk
 
 from protection.connectors.base import Consistency
 from protection.connectors.labguest import churn
@@ -20,16 +17,10 @@ from storage.vdisk import read_layout
 from storage.vdisk.pagefile import volatile_virtual_ranges
 from tests.connectors.conftest import Lab
 from tests.connectors.engine_helpers import backup_vm, restore_point
+from tests.fixtures.build_vhdx import dissect_ntfs
 
 MiB = 1024 * 1024
 USER_FILES = ["notes.txt", "report.docx", "ledger.csv", "database.mdf"]
-
-
-def _ntfs(path: Path) -> tuple[NTFS, Any]:
-    fh = path.open("rb")
-    disk = Disk(VHDX(fh))
-    part = next(p for p in disk.partitions if "Basic data" in (p.name or ""))
-    return NTFS(part.open()), part
 
 
 def test_session_excluded_ranges_are_file_ranges_of_the_paging_files(lab: Lab) -> None:
@@ -51,7 +42,7 @@ def test_session_excluded_ranges_are_file_ranges_of_the_paging_files(lab: Lab) -
 
 def _partition_file(vhdx: Path, tmp_path: Path) -> Path:
     """The NTFS partition as a plain file, for ntfsfix / ntfscat."""
-    _fs, part = _ntfs(vhdx)
+    _fs, part = dissect_ntfs(vhdx)
     out = tmp_path / f"{vhdx.stem}.ntfs"
     with vhdx.open("rb") as fh, out.open("wb") as dst:
         vdisk = VHDX(fh)
@@ -94,8 +85,8 @@ def test_incremental_skipping_paging_files_restores_a_valid_ntfs(lab: Lab, tmp_p
 
     ok, output = _check_ntfs(restored, tmp_path)
     assert ok, output
-    live_fs, _ = _ntfs(disk)
-    restored_fs, _ = _ntfs(restored)
+    live_fs, _ = dissect_ntfs(disk)
+    restored_fs, _ = dissect_ntfs(restored)
     for name in USER_FILES:
         assert restored_fs.mft.get(name).open().read() == live_fs.mft.get(name).open().read()
     part = _partition_file(restored, tmp_path)

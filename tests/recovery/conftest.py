@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import struct
 import uuid
@@ -77,17 +76,13 @@ HOSTILE_MOUNT_NAMES = [
 LONG_NAME = "é" * 200 + ".txt"  # 204 UTF-16 units (fine on NTFS), 404 UTF-8 bytes (too long for Linux)
 
 
-def rand(n: int, seed: int | str) -> bytes:
-    return random.Random(seed).randbytes(n)
+rand = builder.pseudo_random
+TEXT_WORDS = ("backup", "replica", "volume", "invoice", "ledger", "quarter", "résumé", "ünïcødé")
 
 
 def text(n: int, seed: int | str) -> bytes:
-    rng = random.Random(seed)
-    words = ["backup", "replica", "volume", "invoice", "ledger", "quarter", "résumé", "ünïcødé"]
-    out = bytearray()
-    while len(out) < n:
-        out += (" ".join(rng.choice(words) for _ in range(10)) + "\r\n").encode()
-    return bytes(out[:n])
+    """Text with non-ASCII words, so names and contents are not only ASCII."""
+    return builder.text_file(n, seed, TEXT_WORDS, per_line=10)
 
 
 NTFS_FILES: dict[str, tuple[bytes, int | None]] = {

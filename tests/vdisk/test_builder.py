@@ -7,23 +7,17 @@ from pathlib import Path
 
 import pytest
 from dissect.extfs import ExtFS
-from dissect.hypervisor.disk.vhdx import VHDX
 from dissect.ntfs import NTFS
-from dissect.volume.disk import Disk
 
 from storage.vdisk import builder
 from storage.vdisk.builder import DiskSpec, MiB
 from storage.vdisk.errors import ToolError
-from tests.fixtures.build_vhdx import FIXED_FILES, LINUX_FILES, WINDOWS_FILES
-
-
-def _partitions(path: Path) -> list:
-    return Disk(VHDX(path.open("rb"))).partitions
+from tests.fixtures.build_vhdx import FIXED_FILES, LINUX_FILES, WINDOWS_FILES, dissect_partitions
 
 
 def test_windows_disk_has_gpt_esp_and_ntfs_with_the_files(disk_images: dict[str, Path]) -> None:
     path = disk_images["windows-dynamic.vhdx"]
-    parts = _partitions(path)
+    parts = dissect_partitions(path)
     assert [p.name for p in parts] == ["EFI system partition", "Basic data partition"]
     assert parts[0].offset == 1 * MiB and parts[1].offset % MiB == 0
     fs = NTFS(parts[1].open())
@@ -33,9 +27,9 @@ def test_windows_disk_has_gpt_esp_and_ntfs_with_the_files(disk_images: dict[str,
 
 
 def test_fixed_disk_and_linux_disk(disk_images: dict[str, Path]) -> None:
-    fixed = NTFS(_partitions(disk_images["windows-fixed.vhdx"])[1].open())
+    fixed = NTFS(dissect_partitions(disk_images["windows-fixed.vhdx"])[1].open())
     assert fixed.mft.get("notes.txt").open().read() == FIXED_FILES["notes.txt"]
-    parts = _partitions(disk_images["linux-dynamic.vhdx"])
+    parts = dissect_partitions(disk_images["linux-dynamic.vhdx"])
     assert parts[1].name == "Linux filesystem"
     fs = ExtFS(parts[1].open())
     for name, content in LINUX_FILES.items():

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from dissect.hypervisor.disk.vhdx import VHDX
-from dissect.ntfs import NTFS
-from dissect.volume.disk import Disk
 
 from protection.connectors.ranges import intersect, subtract, total
 from storage.vdisk.pagefile import guest_files, volatile_virtual_ranges
-from tests.fixtures.build_vhdx import LINUX_FILES, WINDOWS_FILES
+from tests.fixtures.build_vhdx import LINUX_FILES, WINDOWS_FILES, dissect_ntfs
 
 MiB = 1024 * 1024
 USER_FILES = ["notes.txt", "report.docx", "ledger.csv", "database.mdf"]
-
-
-def _ntfs(path: Path) -> tuple[NTFS, Any]:
-    """An independent reading of the data volume, straight with dissect."""
-    fh = path.open("rb")
-    disk = Disk(VHDX(fh))
-    part = next(p for p in disk.partitions if "Basic data" in (p.name or ""))
-    return NTFS(part.open()), part
 
 
 def test_guest_files_are_found_with_their_content(disk_images: dict[str, Path]) -> None:
@@ -43,7 +32,7 @@ def test_guest_files_are_found_with_their_content(disk_images: dict[str, Path]) 
 def test_volatile_ranges_are_exactly_the_paging_files(disk_images: dict[str, Path]) -> None:
     path = disk_images["windows-dynamic.vhdx"]
     volatile = volatile_virtual_ranges(path)
-    fs, part = _ntfs(path)
+    fs, part = dissect_ntfs(path)
     expected = []
     for name in ("pagefile.sys", "swapfile.sys"):
         for lcn, count in fs.mft.get(name).dataruns():

@@ -111,25 +111,33 @@ def test_damaged_files_raise_vhdx_errors(tmp_path: Path, how: str, message: str)
         read_layout(p)
 
 
-def test_random_corruption_raises_only_vhdx_errors(tmp_path: Path) -> None:
-    p = make_vhdx(tmp_path / "d.vhdx", "64M", "1M")
-    qemu_write(p, [(5 * MiB, 65536, 0x41)])
-    source = p.read_bytes()
-    lay = read_layout(p)
-    hot = [lay.metadata_offset, lay.metadata_offset + 64 * 1024, lay.bat_offset]
-    rng = random.Random(7)
+def _fuzz(
+    source: Path, target: Path, hot: list[int], *, seed: int, rounds: int, hits: int, span: int
+) -> set[str]:
+    """Overwrite 8 random bytes near the hot offsets, ``rounds`` times; what read_layout said."""
+    original = source.read_bytes()
+    rng = random.Random(seed)
     outcomes = set()
-    for _ in range(100):
-        data = bytearray(source)
-        for _hit in range(rng.randrange(1, 4)):
-            base = rng.choice(hot) + rng.randrange(0, 128)
+    for _ in range(rounds):
+        data = bytearray(original)
+        for _hit in range(rng.randrange(1, hits)):
+            base = rng.choice(hot) + rng.randrange(0, span)
             data[base : base + 8] = rng.randbytes(8)
-        p.write_bytes(bytes(data))
+        target.write_bytes(bytes(data))
         try:
-            read_layout(p)
+            read_layout(target)
             outcomes.add("ok")
         except UnreadableDisk:
             outcomes.add("error")
+    return outcomes
+
+
+def test_random_corruption_raises_only_vhdx_errors(tmp_path: Path) -> None:
+    p = make_vhdx(tmp_path / "d.vhdx", "64M", "1M")
+    qemu_write(p, [(5 * MiB, 65536, 0x41)])
+    lay = read_layout(p)
+    hot = [lay.metadata_offset, lay.metadata_offset + 64 * 1024, lay.bat_offset]
+    outcomes = _fuzz(p, tmp_path / "fuzz.vhdx", hot, seed=7, rounds=100, hits=4, span=128)
     assert outcomes == {"ok", "error"}
 
 
@@ -185,21 +193,8 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_random_corruption_never_escapes_as_an_unexpected_exception(
     tmp_path: Path, disk_images: dict[str, Path]
 ) -> None:
-    source = disk_images["blank-dynamic.vhdx"].read_bytes()
-    layout = read_layout(disk_images["blank-dynamic.vhdx"])
+    source = disk_images["blank-dynamic.vhdx"]
+    layout = read_layout(source)
     hot = [64 * 1024, 128 * 1024, 192 * 1024, 256 * 1024, layout.metadata_offset, layout.bat_offset]
-    rng = random.Random(1)
-    target = tmp_path / "fuzz.vhdx"
-    outcomes = set()
-    for _ in range(150):
-        data = bytearray(source)
-        for _hit in range(rng.randrange(1, 6)):
-            base = rng.choice(hot) + rng.randrange(0, 256)
-            data[base : base + 8] = rng.randbytes(8)
-        target.write_bytes(bytes(data))
-        try:
-            read_layout(target)
-            outcomes.add("ok")
-        except UnreadableDisk:
-            outcomes.add("error")
+    outcomes = _fuzz(source, tmp_path / "fuzz.vhdx", hot, seed=1, rounds=150, hits=6, span=256)
     assert outcomes == {"ok", "error"}
