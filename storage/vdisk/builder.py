@@ -33,6 +33,7 @@ from .vhdx import (
     FILE_PARAMETERS,
     HEADER_OFFSETS,
     PARENT_LOCATOR,
+    PAYLOAD_BLOCK_ZERO,
     VHDX_PARENT_LOCATOR_TYPE,
     read_layout,
     with_checksum,
@@ -333,13 +334,17 @@ def make_differencing(child: Path, parent: Path, locator: Mapping[str, str]) -> 
     """Turn a qemu-made dynamic VHDX into a differencing disk of ``parent``.
 
     qemu cannot create differencing VHDX files. With 1 MiB blocks and a small disk
-    the BAT layout is the same, blocks never written are NOT_PRESENT (read from the
-    parent), so it takes: the has_parent flag in the file parameters, and a parent
-    locator metadata item ([MS-VHDX] 2.6.2.6) whose ``parent_linkage`` is the
-    parent's DataWriteGuid.
+    the BAT layout is the same, so it takes: the has_parent flag in the file
+    parameters, a parent locator metadata item ([MS-VHDX] 2.6.2.6) whose
+    ``parent_linkage`` is the parent's DataWriteGuid, and the blocks qemu marked
+    ZERO (never written) turned NOT_PRESENT, so they read from the parent.
     """
-    meta_off = read_layout(child).metadata_offset
+    layout = read_layout(child)
+    meta_off = layout.metadata_offset
     data = bytearray(child.read_bytes())
+    for block in range(layout.data_blocks):
+        if layout.block_entry(block)[0] == PAYLOAD_BLOCK_ZERO:
+            struct.pack_into("<Q", data, layout.bat_offset + 8 * layout.bat_index(block), 0)
     locator = {"parent_linkage": "{" + str(read_layout(parent).data_write_guid) + "}", **locator}
     count = struct.unpack_from("<H", data, meta_off + 10)[0]
     end = 64 * KiB
