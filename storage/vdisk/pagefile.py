@@ -101,7 +101,7 @@ def guest_files(source: BinaryIO | str | os.PathLike[str], names: set[str] | Non
             if walker is None or not vol.browsable:
                 continue
             try:
-                out.extend(walker(vol.offset, vol.adapter().fs, names))  # type: ignore[attr-defined]
+                out.extend(walker(vol.offset, vol.adapter().fs, names))
             except Exception as exc:
                 log.info("walking the %s volume at %d failed: %s", vol.filesystem, vol.offset, exc)
     return out
