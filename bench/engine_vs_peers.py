@@ -4,9 +4,10 @@ Run:  .venv/bin/python -m bench.engine_vs_peers [--size-gib 4] [--fill-gib 1.8] 
 Memory check on a 4x larger disk (our engine only):
       .venv/bin/python -m bench.engine_vs_peers --size-gib 16 --fill-gib 7 --runs 1 --tools ours
 
-The disk: raw sparse image -> GPT (sgdisk) -> NTFS made with mkntfs on a separate
-partition file, filled with ntfscp, dd'ed into the disk -> qemu-img convert to a
-dynamic VHDX. Every tool runs in a subprocess; the page cache is dropped before
+The disk, made by the project's disk builder (storage/vdisk/builder.py): raw sparse
+image -> GPT (sgdisk) with one NTFS partition made with mkntfs on a separate
+partition file, filled with ntfscp, spliced into the disk -> qemu-img convert to
+a dynamic VHDX. Every tool runs in a subprocess; the page cache is dropped before
 each timed step; every timed step ends with `sync` (so deferred writeback is
 counted for everybody). Steps of the tools are interleaved within each run, and
 the tool order rotates between runs.
@@ -32,11 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from storage.engine.vhdx import (  # noqa: E402 - path set up above
-    PAYLOAD_BLOCK_FULLY_PRESENT,
-    read_layout,
-    virtual_to_file_ranges,
-)
+from storage.vdisk import builder  # noqa: E402 - path set up above
+from storage.vdisk.mapping import virtual_to_file_ranges  # noqa: E402
+from storage.vdisk.vhdx import PAYLOAD_BLOCK_FULLY_PRESENT, read_layout  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -168,28 +167,6 @@ def build_disk(work: Path, size_gib: float, fill_gib: float, seed: int = 1) -> P
     print(
         f"building {vhdx.name}: {len(plan)} files, {sum(s for *_, s in plan) / GiB:.2f} GiB", file=sys.stderr
     )
-    part = work / "part.img"
-    with open(part, "wb") as f:
-        f.truncate(part_size)
-    run(
-        [
-            "mkntfs",
-            "-F",
-            "-Q",
-            "-q",
-            "-L",
-            "DATA",
-            "-s",
-            "512",
-            "-p",
-            str(part_start // 512),
-            "-H",
-            "255",
-            "-S",
-            "63",
-            str(part),
-        ]
-    )
     for name, kind, s in sorted(plan, key=lambda p: p[1].startswith("dup:")):
         src = files / name
         if kind == "rand":
@@ -203,40 +180,13 @@ def build_disk(work: Path, size_gib: float, fill_gib: float, seed: int = 1) -> P
             make_log(src, s, rng.randrange(1 << 30))
         else:
             shutil.copyfile(files / kind[4:], src)
-    for name, _, _ in plan:  # shuffled: copies are not next to their originals
-        run(["ntfscp", "-q", str(part), str(files / name), name])
-    raw = work / "disk.raw"
-    with open(raw, "wb") as f:
-        f.truncate(size)
-    run(
-        [
-            "sgdisk",
-            "-q",
-            "-o",
-            "-n",
-            f"1:{part_start // 512}:{(part_start + part_size) // 512 - 1}",
-            "-t",
-            "1:0700",
-            "-c",
-            "1:DATA",
-            str(raw),
-        ]
-    )
-    run(
-        [
-            "dd",
-            f"if={part}",
-            f"of={raw}",
-            "bs=4M",
-            f"seek={part_start}",
-            "oflag=seek_bytes",
-            "conv=sparse,notrunc",
-            "status=none",
-        ]
-    )
-    run(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic", str(raw), str(vhdx)])
-    part.unlink()
-    raw.unlink()
+    # Copied in plan order (shuffled): copies are not next to their originals.
+    data = builder.Partition(1, part_start, part_size, builder.BASIC_DATA_TYPE, "DATA")
+    spec = builder.DiskSpec(
+        size, "ntfs", "dynamic", block_size=0, label="DATA", partitions=[data],
+        files={name: files / name for name, _, _ in plan},
+    )  # fmt: skip
+    builder.build_disk(vhdx, spec)
     shutil.rmtree(files)
     return vhdx
 
@@ -255,11 +205,7 @@ def churn(disk: Path, fraction: float, seed: int) -> list[tuple[int, int]]:
         off = b * lay.block_size + rng.randrange(lay.block_size // 65536) * 65536
         if off + 65536 <= lay.virtual_size:
             writes.append((off, 65536))
-    for i in range(0, len(writes), 200):
-        cmds: list[str] = []
-        for off, ln in writes[i : i + 200]:
-            cmds += ["-c", f"write -P {rng.randrange(1, 255)} {off} {ln}"]
-        run(["qemu-io", "-f", "vhdx", *cmds, str(disk)])
+    builder.qemu_io_write(disk, [(off, ln, rng.randrange(1, 255)) for off, ln in writes], batch=200)
     return writes
 
 

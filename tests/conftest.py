@@ -4,6 +4,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ from django.contrib.auth.models import Group
 from django.test import Client
 
 from backupsite.core.permissions import Role
+from storage.vdisk import builder
+from tests.fixtures.build_vhdx import build_all
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -62,6 +65,15 @@ def readonly_client(make_user: Callable[..., Any]) -> Client:
 def outsider_client(make_user: Callable[..., Any]) -> Client:
     """Signed in, but with no role: must see nothing."""
     return _client_for(make_user("outsider"))
+
+
+@pytest.fixture(scope="session")
+def disk_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real VHDX fixtures (tests/fixtures/build_vhdx.py), built once per test session (about 4 s)."""
+    missing = builder.missing_tools()
+    if missing:
+        pytest.fail(f"tools needed to build VHDX fixtures are missing: {missing}")
+    return build_all(tmp_path_factory.mktemp("vhdx-fixtures"))
 
 
 # --------------------------------------------------------------------------- browser

@@ -14,6 +14,7 @@ See docs/item-level-recovery.md.
 from .browse import Entry, ItemReader, iter_dir, list_dir, open_file, stat
 from .disk import (
     LOG_NOT_REPLAYED,
+    DiskFile,
     ParentOpener,
     ParentRef,
     VirtualDisk,

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from storage.engine.errors import EngineError
+from storage.vdisk.filesystems import Adapter, NodeInfo, ns_to_datetime
 
 from .errors import (
     IsADirectory,
@@ -26,9 +27,8 @@ from .errors import (
     UnreadableDisk,
     UnreadableFileSystem,
 )
-from .filesystems import Adapter, NodeInfo, ns_to_datetime
 from .names import printable
-from .volumes import RAW_HINT, Volume
+from .volumes import RAW_HINT, Volume, mount
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def make_entry(name: str, path: str, info: NodeInfo | None, error: str | None = 
 def resolve(volume: Volume, path: str) -> tuple[Adapter, Any, NodeInfo, list[str]]:
     """(adapter, node, info, components) of the item at ``path``."""
     parts = split_path(path)
-    fs = volume.adapter()
+    fs = mount(volume)
     with fs_errors(volume, f"opening {printable(path)!r}"):
         node = fs.root()
         info = fs.info(node)

@@ -7,7 +7,12 @@ a parser's traceback text.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from storage import vdisk
+from storage.engine.errors import EngineError
 
 if TYPE_CHECKING:
     from .extract import ItemResult
@@ -67,3 +72,26 @@ class CopyCancelled(ItemLevelError):
     def __init__(self, message: str, results: list[ItemResult] | None = None) -> None:
         super().__init__(message)
         self.results: list[ItemResult] = results or []
+
+
+# Most specific first: the first class an error is an instance of decides.
+_ITEM_ERRORS: list[tuple[type[vdisk.VdiskError], type[ItemLevelError]]] = [
+    (vdisk.ParentDiskMissing, ParentDiskMissing),
+    (vdisk.UnreadableDisk, UnreadableDisk),
+    (vdisk.UnsupportedDisk, UnsupportedDisk),
+    (vdisk.EncryptedVolume, EncryptedVolume),
+    (vdisk.NotBrowsable, NotBrowsable),
+    (vdisk.UnreadableFileSystem, UnreadableFileSystem),
+]
+
+
+@contextlib.contextmanager
+def item_errors(what: str) -> Iterator[None]:
+    """storage.vdisk's errors as item-level errors; the backup store's read errors named as such."""
+    try:
+        yield
+    except vdisk.VdiskError as exc:
+        mapped = next((item for lib, item in _ITEM_ERRORS if isinstance(exc, lib)), UnreadableDisk)
+        raise mapped(str(exc)) from exc
+    except EngineError as exc:
+        raise UnreadableDisk(f"the backup data of {what} cannot be read: {exc}") from exc

@@ -18,12 +18,12 @@ from enum import StrEnum
 from typing import Any
 
 from storage.engine.errors import EngineError
+from storage.vdisk.filesystems import Adapter, Child, NodeInfo
 
 from .browse import fs_errors, join_path, resolve, split_path
 from .errors import CopyCancelled, DestinationError, ItemLevelError, ItemNotFound, NotADirectory
-from .filesystems import Adapter, Child, NodeInfo
 from .names import NameRegistry, NameStyle, SafeName, printable, safe_name
-from .volumes import Volume
+from .volumes import Volume, mount
 from .writer import (
     DIR_FLAGS,
     CancelFn,
@@ -73,7 +73,7 @@ def _children(fs: Adapter, node: Any) -> Iterator[Child | Exception]:
 class _Copier:
     def __init__(self, volume: Volume, style: NameStyle, conflict: Conflict, durable: bool, state: CopyState):
         self.volume = volume
-        self.fs = volume.adapter()
+        self.fs = mount(volume)
         self.style = style
         self.conflict = conflict
         self.durable = durable

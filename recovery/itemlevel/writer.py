@@ -28,8 +28,9 @@ from .errors import CopyCancelled, DestinationError, ItemLevelError
 from .names import encoded_len, printable
 
 if TYPE_CHECKING:
+    from storage.vdisk.filesystems import NodeInfo
+
     from .disk import DiskFile
-    from .filesystems import NodeInfo
     from .volumes import Volume
 
 BLOCK = 1 << 20

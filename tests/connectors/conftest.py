@@ -8,19 +8,8 @@ from typing import Any
 
 import pytest
 
-from protection.connectors import labdisks
 from protection.connectors.lab.connector import LabConnector
 from protection.connectors.lab.host import VMDisk, add_vm, write_host_json
-from tests.fixtures.build_vhdx import build_all
-
-
-@pytest.fixture(scope="session")
-def disk_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Real VHDX fixtures, built once per test session (about 4 s)."""
-    missing = labdisks.missing_tools()
-    if missing:
-        pytest.fail(f"tools needed to build VHDX fixtures are missing: {missing}")
-    return build_all(tmp_path_factory.mktemp("vhdx-fixtures"))
 
 
 @dataclass

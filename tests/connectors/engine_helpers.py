@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from protection.connectors.protocol import ChangeTrackingLost, Connector, Consistency
+from storage.vdisk.pagefile import guest_files, volatile_virtual_ranges
 
 
 def backup_vm(
@@ -40,11 +41,10 @@ def restore_point(ds: Any, point_id: str, target: Path) -> Path:
 
 def writes_outside_paging_files(disk: Path, count: int) -> list[tuple[int, int, int]]:
     """Guest writes into files' data, avoiding paging files (excluded by design)."""
-    from protection.connectors import guestfs
     from protection.connectors.ranges import subtract
 
-    volatile = guestfs.volatile_virtual_ranges(disk)
-    targets = subtract([r for f in guestfs.guest_files(disk) for r in f.virtual_ranges], volatile)
+    volatile = volatile_virtual_ranges(disk)
+    targets = subtract([r for f in guest_files(disk) for r in f.virtual_ranges], volatile)
     slots = [(off + i, 4096) for off, length in targets for i in range(0, length - 4096, 65536)]
     step = max(1, len(slots) // count)
     return [(off, n, 0x20 + i % 200) for i, (off, n) in enumerate(slots[::step][:count])]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from protection.connectors import labdisks
 from protection.connectors.lab.connector import LabConnector
 from protection.connectors.lab.host import create_lab_host
 from protection.models import (
@@ -23,6 +22,7 @@ from protection.models import (
 )
 from protection.services.inventory import sync_host_inventory
 from storage.models import Datastore
+from storage.vdisk import builder
 from tests.protection.helpers import FakeConnector
 
 MiB = 1024 * 1024
@@ -31,7 +31,7 @@ MiB = 1024 * 1024
 @pytest.fixture(scope="session")
 def lab_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Built once (a few seconds); each test gets its own sparse copy."""
-    missing = labdisks.missing_tools()
+    missing = builder.missing_tools()
     if missing:
         pytest.fail(f"tools needed for lab disks are missing: {missing}")
     folder = tmp_path_factory.mktemp("lab-template") / "LAB-HV01"

@@ -1,9 +1,10 @@
 """Real guest disks for the item-level recovery tests, built once per session.
 
-Each disk is made the way the lab makes its disks: a sparse raw image, a
-partition table, each file system formatted in its own partition file
-(mkntfs / mkfs.ext4 / mkfs.vfat), files copied in, the partition spliced in at
-its offset, then ``qemu-img convert`` to a dynamic VHDX. Every VHDX is backed up
+Each disk is made with the project's one disk builder (storage.vdisk.builder), the
+way the lab makes its disks: a sparse raw image, a partition table, each file
+system formatted in its own partition file (mkntfs / mkfs.ext4 / mkfs.vfat),
+files copied in, the partition spliced in at its offset, then ``qemu-img
+convert`` to a dynamic VHDX with 1 MiB blocks. Every VHDX is backed up
 into a real engine datastore and the tests read it back *through the engine
 reader*, which is the product path.
 
@@ -17,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import struct
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,17 @@ import pytest
 
 from recovery.itemlevel import VirtualDisk, open_point_disk
 from storage.engine import Datastore, SourceFile
+from storage.vdisk import builder
+from storage.vdisk.builder import (
+    Partition,
+    convert,
+    make_differencing,
+    mbr,
+    partition_table,
+    set_log_guid,
+    sparse_file,
+    splice,
+)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -66,17 +76,13 @@ HOSTILE_MOUNT_NAMES = [
 LONG_NAME = "é" * 200 + ".txt"  # 204 UTF-16 units (fine on NTFS), 404 UTF-8 bytes (too long for Linux)
 
 
-def rand(n: int, seed: int | str) -> bytes:
-    return random.Random(seed).randbytes(n)
+rand = builder.pseudo_random
+TEXT_WORDS = ("backup", "replica", "volume", "invoice", "ledger", "quarter", "résumé", "ünïcødé")
 
 
 def text(n: int, seed: int | str) -> bytes:
-    rng = random.Random(seed)
-    words = ["backup", "replica", "volume", "invoice", "ledger", "quarter", "résumé", "ünïcødé"]
-    out = bytearray()
-    while len(out) < n:
-        out += (" ".join(rng.choice(words) for _ in range(10)) + "\r\n").encode()
-    return bytes(out[:n])
+    """Text with non-ASCII words, so names and contents are not only ASCII."""
+    return builder.text_file(n, seed, TEXT_WORDS, per_line=10)
 
 
 NTFS_FILES: dict[str, tuple[bytes, int | None]] = {
@@ -108,67 +114,22 @@ FAT_FILES: dict[str, tuple[bytes, int | None]] = {
 
 
 def run(*cmd: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        list(cmd), capture_output=True, check=False, env={**os.environ, **(env or {})}, timeout=300
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{cmd[0]} failed: {(proc.stderr or proc.stdout).decode(errors='replace').strip()}"
-        )
-    return proc.stdout.decode(errors="surrogateescape")
+    return builder.run(cmd, env=env, timeout=300)
 
 
 def need(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
+    missing = builder.missing_tools(tools)
     if missing:
         pytest.skip(f"missing tools: {', '.join(missing)}")
 
 
-def sparse_file(path: Path, size: int) -> Path:
-    with path.open("wb") as f:
-        f.truncate(size)
-    return path
-
-
-def splice(part: Path, raw: Path, offset: int) -> None:
-    zero = bytes(MiB)
-    with part.open("rb") as src, raw.open("r+b") as dst:
-        pos = offset
-        while block := src.read(MiB):
-            if block != zero[: len(block)]:
-                dst.seek(pos)
-                dst.write(block)
-            pos += len(block)
-
-
-def to_vhdx(raw: Path, dest: Path) -> Path:
-    opts = "subformat=dynamic,block_size=1M"
-    run("qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o", opts, str(raw), str(dest))
-    return dest
-
-
 def gpt(raw: Path, parts: list[tuple[int, int, str, str]]) -> None:
     """(start MiB, size MiB, type code, name) per partition."""
-    cmd = ["sgdisk", "--clear"]
-    for n, (start, size, code, name) in enumerate(parts, 1):
-        first = start * MiB // SECTOR
-        cmd += [f"--new={n}:{first}:{first + size * MiB // SECTOR - 1}", f"--typecode={n}:{code}"]
-        cmd += [f"--change-name={n}:{name}"]
-    run(*cmd, str(raw))
-
-
-def mbr(raw: Path, parts: list[tuple[int, int, int]]) -> None:
-    """(start MiB, size MiB, type byte) per primary partition, written by hand."""
-    table = bytearray(512)
-    for i, (start, size, ptype) in enumerate(parts):
-        entry = struct.pack(
-            "<B3sB3sII", 0, b"\xfe\xff\xff", ptype, b"\xfe\xff\xff", start * 2048, size * 2048
-        )
-        table[446 + 16 * i : 462 + 16 * i] = entry
-    table[440:444] = b"\x12\x34\x56\x78"
-    table[510:512] = b"\x55\xaa"
-    with raw.open("r+b") as f:
-        f.write(table)
+    layout = [
+        Partition(n, start * MiB, size * MiB, code, name)
+        for n, (start, size, code, name) in enumerate(parts, 1)
+    ]
+    partition_table(raw, layout)
 
 
 def write_tree(root: Path, files: dict[str, tuple[bytes, int | None]]) -> None:
@@ -308,7 +269,7 @@ def ntfs_image(build_dir: Path, datastore: Datastore) -> Image:
     patch_ntfs_names(part, HOSTILE_PATCHES)
     splice(esp, raw, 1 * MiB)
     splice(part, raw, 9 * MiB)
-    vhdx = to_vhdx(raw, d / "ntfs.vhdx")
+    vhdx = convert(raw, d / "ntfs.vhdx")
     raw.unlink()
     name = f"{VHD_DIR}/web01.vhdx"
     point = back_up(datastore, "vm-ntfs", {name: vhdx, "Virtual Machines/web01.vmcx": src})
@@ -335,7 +296,7 @@ def ext_image(build_dir: Path, datastore: Datastore) -> Image:
     for folder, t in (("docs", T_2010), ("docs/a", T_1999)):
         os.utime(tree / folder, ns=(t, t))
     raw = sparse_file(d / "disk.raw", 64 * MiB)
-    mbr(raw, [(1, 48, 0x83)])
+    mbr(raw, [Partition(1, 1 * MiB, 48 * MiB, "83", "")])
     part = sparse_file(d / "ext.img", 48 * MiB)
     run(
         "mkfs.ext4",
@@ -352,7 +313,7 @@ def ext_image(build_dir: Path, datastore: Datastore) -> Image:
         str(part),
     )
     splice(part, raw, 1 * MiB)
-    vhdx = to_vhdx(raw, d / "ext.vhdx")
+    vhdx = convert(raw, d / "ext.vhdx")
     raw.unlink()
     name = f"{VHD_DIR}/db01.vhdx"
     return Image(datastore, back_up(datastore, "vm-ext", {name: vhdx}), name, vhdx, {1: part}, [name])
@@ -370,7 +331,7 @@ def fat_image(build_dir: Path, datastore: Datastore) -> Image:
     run("mkfs.vfat", "-F", "32", "-n", "FATVOL", str(raw))
     env = {"LC_ALL": "C.UTF-8", "TZ": "UTC", "MTOOLS_SKIP_CHECK": "1"}
     run("mcopy", "-s", "-m", "-i", str(raw), *[str(p) for p in sorted(tree.iterdir())], "::/", env=env)
-    vhdx = to_vhdx(raw, d / "fat.vhdx")
+    vhdx = convert(raw, d / "fat.vhdx")
     name = f"{VHD_DIR}/fat.vhdx"
     return Image(datastore, back_up(datastore, "vm-fat", {name: vhdx}), name, vhdx, {0: raw}, [name])
 
@@ -408,76 +369,12 @@ def special_image(build_dir: Path, datastore: Datastore) -> Image:
         f.write(bytes(512))
     for n in (1, 2, 4, 5):
         splice(d / f"p{n}.img", raw, (1 + 8 * (n - 1)) * MiB)
-    vhdx = to_vhdx(raw, d / "special.vhdx")
+    vhdx = convert(raw, d / "special.vhdx")
     name = f"{VHD_DIR}/special.vhdx"
     return Image(datastore, back_up(datastore, "vm-special", {name: vhdx}), name, vhdx, {}, [name])
 
 
 # -- a differencing chain ------------------------------------------------------------------
-
-
-def _vhdx_regions(data: bytes | bytearray) -> dict[uuid.UUID, tuple[int, int]]:
-    off = 3 * 64 * KiB
-    count = struct.unpack_from("<I", data, off + 8)[0]
-    out = {}
-    for i in range(count):
-        e = off + 16 + 32 * i
-        out[uuid.UUID(bytes_le=bytes(data[e : e + 16]))] = struct.unpack_from("<QI", data, e + 16)
-    return out
-
-
-def _data_write_guid(data: bytes) -> uuid.UUID:
-    headers = [64 * KiB, 128 * KiB]
-    best = max(headers, key=lambda h: struct.unpack_from("<Q", data, h + 8)[0])
-    return uuid.UUID(bytes_le=bytes(data[best + 32 : best + 48]))
-
-
-def make_differencing(child: Path, parent: Path, locator: dict[str, str]) -> None:
-    """Turn a qemu-made dynamic VHDX into a differencing disk of ``parent``.
-
-    qemu cannot create differencing VHDX files. With 1 MiB blocks and a small disk
-    the BAT layout is the same, blocks never written are NOT_PRESENT (read from the
-    parent), so it takes: the has_parent flag in the file parameters, and a parent
-    locator metadata item ([MS-VHDX] 2.6.2.6).
-    """
-    data = bytearray(child.read_bytes())
-    locator = {"parent_linkage": "{" + str(_data_write_guid(parent.read_bytes())) + "}", **locator}
-    meta_off, _ = _vhdx_regions(data)[uuid.UUID("8B7CA206-4790-4B9A-B8FE-575F050F886E")]
-    count = struct.unpack_from("<H", data, meta_off + 10)[0]
-    end = 64 * KiB
-    for i in range(count):
-        e = meta_off + 32 + 32 * i
-        item = uuid.UUID(bytes_le=bytes(data[e : e + 16]))
-        item_off, item_len = struct.unpack_from("<II", data, e + 16)
-        end = max(end, item_off + item_len)
-        if item == uuid.UUID("CAA16737-FA36-4D43-B3B6-33F0AA44E76B"):  # file parameters
-            flags = struct.unpack_from("<I", data, meta_off + item_off + 4)[0]
-            struct.pack_into("<I", data, meta_off + item_off + 4, flags | 2)
-    keys = [(k.encode("utf-16-le"), v.encode("utf-16-le")) for k, v in locator.items()]
-    body = bytearray(
-        uuid.UUID("B04AEFB7-D19E-4A81-B789-25B8E9445913").bytes_le + struct.pack("<HH", 0, len(keys))
-    )
-    pos = 20 + 12 * len(keys)
-    strings = bytearray()
-    for k, v in keys:
-        body += struct.pack("<IIHH", pos + len(strings), pos + len(strings) + len(k), len(k), len(v))
-        strings += k + v
-    body += strings
-    item_off = (end + 7) // 8 * 8
-    data[meta_off + item_off : meta_off + item_off + len(body)] = body
-    e = meta_off + 32 + 32 * count
-    data[e : e + 32] = uuid.UUID("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C").bytes_le + struct.pack(
-        "<IIII", item_off, len(body), 0b110, 0
-    )
-    struct.pack_into("<H", data, meta_off + 10, count + 1)
-    child.write_bytes(bytes(data))
-
-
-def set_log_guid(vhdx: Path, guid: uuid.UUID) -> None:
-    data = bytearray(vhdx.read_bytes())
-    for h in (64 * KiB, 128 * KiB):
-        data[h + 48 : h + 64] = guid.bytes_le
-    vhdx.write_bytes(bytes(data))
 
 
 @pytest.fixture(scope="session")
@@ -506,8 +403,8 @@ def chain_image(build_dir: Path, datastore: Datastore) -> Image:
                 assert b2.strip(b"\0"), "a changed block that is all zeros would read through to the parent"
                 out.seek(block * MiB)
                 out.write(b2)
-    base = to_vhdx(raw1, d / "base.vhdx")
-    child = to_vhdx(delta, d / "base_6A1B.avhdx")
+    base = convert(raw1, d / "base.vhdx")
+    child = convert(delta, d / "base_6A1B.avhdx")
     make_differencing(
         child,
         base,
@@ -633,6 +530,6 @@ def exfat_image(build_dir: Path, datastore: Datastore) -> Image:
     disk = sparse_file(d / "gpt.raw", 40 * MiB)
     gpt(disk, [(1, 32, "0700", "exFAT data")])
     splice(raw, disk, 1 * MiB)
-    vhdx = to_vhdx(disk, d / "exfat.vhdx")
+    vhdx = convert(disk, d / "exfat.vhdx")
     name = f"{VHD_DIR}/exfat.vhdx"
     return Image(datastore, back_up(datastore, "vm-exfat", {name: vhdx}), name, vhdx, {1: raw}, [name])

@@ -25,8 +25,8 @@ from recovery.itemlevel import (
     copy_items,
     list_volumes,
 )
-from recovery.itemlevel.filesystems import Adapter, Child, NodeInfo
 from recovery.itemlevel.writer import TMP_PREFIX
+from storage.vdisk.filesystems import Adapter, Child, NodeInfo
 
 from .conftest import (
     EXT_FILES,

@@ -16,7 +16,6 @@ from recovery.itemlevel import (
     list_dir,
     list_volumes,
 )
-from recovery.itemlevel.volumes import detect
 
 from .conftest import Image, MiB
 
@@ -67,24 +66,3 @@ def test_volumes_that_cannot_be_browsed(special_image: Image) -> None:
         assert "raw volume image" in garbage.message
         with pytest.raises(ItemNotFound):
             find_volume([bitlocker], 7)
-
-
-def test_detect_signatures() -> None:
-    def boot(oem: bytes) -> bytes:
-        head = bytearray(8192)
-        head[3:11] = oem
-        head[510:512] = b"\x55\xaa"
-        return bytes(head)
-
-    assert detect(boot(b"-FVE-FS-"))[0] is FsKind.BITLOCKER
-    assert detect(boot(b"NTFS    "))[0] is FsKind.NTFS
-    assert detect(boot(b"EXFAT   "))[0] is FsKind.EXFAT
-    refs = detect(boot(b"ReFS\0\0\0\0"))
-    assert refs[1] == "ReFS" and "cannot be browsed" in refs[3]
-    lvm = bytearray(8192)
-    lvm[512:521] = b"LABEL_ONE"
-    assert detect(bytes(lvm))[1] == "LVM"
-    swap = bytearray(8192)
-    swap[4086:4096] = b"SWAPSPACE2"
-    assert detect(bytes(swap))[1] == "Linux swap"
-    assert detect(bytes(8192))[0] is FsKind.UNKNOWN

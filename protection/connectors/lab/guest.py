@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from protection.connectors import guestfs, labdisks
 from protection.connectors.lab.config import LabVMConfig
 from protection.connectors.lab.rct import RCTJournal
 from protection.connectors.protocol import BackupRefused, ConnectorError
 from protection.connectors.ranges import Range, normalize, total
-from protection.connectors.vhdxfile import PAYLOAD_BLOCK_FULLY_PRESENT, read_vhdx_layout
+from storage.vdisk import PAYLOAD_BLOCK_FULLY_PRESENT, builder, read_layout
+from storage.vdisk.pagefile import guest_files
 
 LOCK_FILE = ".lab.lock"
 KiB = 1024
@@ -105,7 +105,7 @@ def record_and_write(disk: Path, writes: list[tuple[int, int, int]], history: in
     """Journal the virtual ranges, then write them through qemu-io (caller holds the lock)."""
     journal = RCTJournal(disk, history)
     journal.begin_write([(off, length) for off, length, _p in writes])
-    labdisks.qemu_io_write(disk, writes)
+    builder.qemu_io_write(disk, writes)
     journal.end_write()
 
 
@@ -119,7 +119,7 @@ def guest_write(
 ) -> None:
     """Write ``(virtual offset, length, pattern byte)`` into one of the VM's disks."""
     disk = _disk_path(cfg, disk_index)
-    layout = read_vhdx_layout(disk)
+    layout = read_layout(disk)
     for off, length, _p in writes:
         if off < 0 or length <= 0 or off + length > layout.virtual_size:
             raise ConnectorError(f"write ({off}, {length}) lies outside the virtual disk")
@@ -148,14 +148,14 @@ class ChurnResult:
 def churn_targets(disk: Path) -> list[Range]:
     """Where a guest would write: inside its files' data (so its file system stays
     valid), pagefile included; the whole disk when no file system is readable."""
-    ranges = normalize(r for f in guestfs.guest_files(disk) for r in f.virtual_ranges)
+    ranges = normalize(r for f in guest_files(disk) for r in f.virtual_ranges)
     if ranges:
         return ranges
-    return [(0, read_vhdx_layout(disk).virtual_size)]
+    return [(0, read_layout(disk).virtual_size)]
 
 
 def plan_churn(disk: Path, percent: float, rng: random.Random) -> list[tuple[int, int, int]]:
-    layout = read_vhdx_layout(disk)
+    layout = read_layout(disk)
     allocated = sum(
         layout.block_size
         for b in range(layout.data_blocks)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protection.connectors import labdisks
 from protection.connectors.lab.config import (
     DISKS_DIR,
     FORMAT_VERSION,
@@ -20,8 +19,9 @@ from protection.connectors.lab.config import (
     load_host_config,
     write_json_atomic,
 )
-from protection.connectors.labdisks import DiskSpec, MiB
 from protection.connectors.protocol import ConnectorError
+from storage.vdisk import builder
+from storage.vdisk.builder import DiskSpec, MiB
 
 DEFAULT_OS = "Windows Server 2022"
 # Integration services / highest configuration version per host OS, as Get-VMHost
@@ -125,7 +125,7 @@ def add_vm(
         if disk.source is not None:
             copy_sparse(disk.source, target)
         elif disk.spec is not None:
-            labdisks.build_disk(target, disk.spec)
+            builder.build_disk(target, disk.spec)
         entries.append(
             {
                 "path": f"{DISKS_DIR}/{disk.name}",
@@ -177,12 +177,12 @@ def plan_vms(host_name: str, count: int, disk_size: int, seed: str = "") -> list
         base = f"{seed}{host_name}-{i}"
         if i == 1:
             name = f"{prefix}-LNX{i:02d}"
-            spec = DiskSpec(disk_size, "ext4", files=labdisks.linux_files(name.lower(), data))
+            spec = DiskSpec(disk_size, "ext4", files=builder.linux_files(name.lower(), data))
             planned.append(PlannedVM(name, "linux", spec))
             continue
         subformat = "fixed" if i == 2 else "dynamic"
         name = f"{prefix}-{'SQL' if i == 2 else 'WIN'}{i:02d}"
-        files = labdisks.windows_files(pagefile, base, data)
+        files = builder.windows_files(pagefile, base, data)
         planned.append(PlannedVM(name, "windows", DiskSpec(disk_size, "ntfs", subformat, files=files)))
     return planned
 
@@ -203,7 +203,7 @@ def create_lab_host(
         raise ConnectorError("lab disks must be at least 64 MiB, in whole MiB")
     if (folder / HOST_FILE).exists():
         raise ConnectorError(f"a lab host already exists in {folder}")
-    missing = labdisks.missing_tools()
+    missing = builder.missing_tools()
     if missing:
         raise ConnectorError(
             f"cannot build lab disks, missing tools: {', '.join(missing)} "

@@ -29,7 +29,7 @@ from protection.connectors.protocol import (
     VMInfo,
     VMNotFound,
 )
-from protection.connectors.vhdxfile import DiskFileError, read_vhd_footer, read_vhdx_layout
+from storage.vdisk import VdiskError, read_layout, read_vhd_footer
 
 
 def describe_disk(vm_folder: Path, disk: config.LabDisk) -> DiskInfo:
@@ -62,8 +62,8 @@ def describe_disk(vm_folder: Path, disk: config.LabDisk) -> DiskInfo:
                 virtual_size=footer.virtual_size,
                 disk_id=footer.disk_id,
             )
-        layout = read_vhdx_layout(path)
-    except DiskFileError as exc:
+        layout = read_layout(path)
+    except VdiskError as exc:
         return replace(base, error=f"{path.name}: {exc}")
     if layout.has_parent:
         kind = DiskType.DIFFERENCING

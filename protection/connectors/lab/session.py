@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import BinaryIO
 
-from protection.connectors import guestfs, prerequisites, vhdx_map
+from protection.connectors import prerequisites
 from protection.connectors.lab import config, inventory
 from protection.connectors.lab.config import VM_FILE, update_vm_json
 from protection.connectors.lab.guest import VMLock
@@ -31,7 +31,8 @@ from protection.connectors.protocol import (
     VMState,
 )
 from protection.connectors.ranges import Range, normalize, subtract
-from protection.connectors.vhdxfile import DiskFileError, disk_file_errors, read_vhdx_layout
+from storage.vdisk import VdiskError, read_layout, virtual_to_file_ranges
+from storage.vdisk.pagefile import volatile_virtual_ranges
 
 
 def _opener(path: Path) -> Callable[[], BinaryIO]:
@@ -94,11 +95,10 @@ class LabBackupSession:
         changes = RCTJournal(path, self._history).changes_since(since_reference)
         try:
             # One parse (which validates) serves both the mapping and the structure ranges.
-            layout = read_vhdx_layout(path)
-            with disk_file_errors():
-                data = normalize(layout.virtual_to_file(changes.virtual))
-                meta = normalize(layout.metadata_ranges())
-        except DiskFileError as exc:
+            layout = read_layout(path)
+            data = normalize(layout.virtual_to_file(changes.virtual))
+            meta = normalize(layout.metadata_ranges())
+        except VdiskError as exc:
             raise InvalidVMConfig(f"{file_name}: {exc}") from exc
         data = subtract(data, self.excluded_ranges(file_name))
         growth = []
@@ -119,10 +119,11 @@ class LabBackupSession:
             return []
         if file_name not in self._excluded:
             path = self._paths[file_name]
-            virtual = guestfs.volatile_virtual_ranges(path)
+            virtual = volatile_virtual_ranges(path)
             try:
-                file_ranges = vhdx_map.virtual_to_file_ranges(path, virtual) if virtual else []
-            except DiskFileError:
+                # Without the structure ranges: an exclusion must never hold the header, log or BAT.
+                file_ranges = virtual_to_file_ranges(path, virtual, include_metadata=False) if virtual else []
+            except VdiskError:
                 file_ranges = []  # excluding nothing is always safe
             self._excluded[file_name] = file_ranges
             if file_ranges:
@@ -181,7 +182,7 @@ def _disk_files(session: LabBackupSession, folder: Path, vm: VMInfo) -> None:
             session.add_file(name, path, "disk", disk.disk_id)
             if path.suffix.lower() != ".avhdx":
                 break
-            locator = read_vhdx_layout(path).parent_locator.get("relative_path", "")
+            locator = read_layout(path).parent_locator.get("relative_path", "")
             parent = (path.parent / locator.replace("\\", "/")).resolve()
             if not locator or not parent.is_relative_to(root) or not parent.exists():
                 raise InvalidVMConfig(f"{path.name}: parent disk {locator!r} not found in the VM")

@@ -20,10 +20,11 @@ from protection.connectors.lab.config import HOST_FILE
 from protection.connectors.lab.connector import LabConnector
 from protection.connectors.lab.guest import churn
 from protection.connectors.lab.host import DEFAULT_OS, HOST_DEFAULTS, create_lab_host
-from protection.connectors.labdisks import LabToolError, MiB, qemu_img_check
 from protection.connectors.protocol import ConnectorError
 from protection.models import Host
 from protection.services.inventory import sync_host_inventory
+from storage.vdisk.builder import MiB, qemu_img_check
+from storage.vdisk.errors import ToolError
 
 
 def lab_root() -> Path:
@@ -58,7 +59,7 @@ class Command(BaseCommand):
                 self.demo()
             else:
                 self.churn(opts["vm_name"], opts["percent"], opts.get("host"), opts.get("seed"))
-        except (ConnectorError, LabToolError) as exc:
+        except (ConnectorError, ToolError) as exc:
             raise CommandError(str(exc)) from exc
 
     def create(self, name: str, vm_count: int, size_gib: float, os_version: str) -> None:

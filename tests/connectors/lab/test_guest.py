@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from protection.connectors import guestfs, labdisks
 from protection.connectors.lab.guest import VMBusy, VMLock, churn, guest_write
 from protection.connectors.lab.rct import RCTJournal, journal_path
 from protection.connectors.protocol import ConnectorError
 from protection.connectors.ranges import subtract
-from protection.connectors.vhdxfile import PAYLOAD_BLOCK_FULLY_PRESENT, read_vhdx_layout
+from storage.vdisk import PAYLOAD_BLOCK_FULLY_PRESENT, builder, read_layout
+from storage.vdisk.pagefile import guest_files
 from tests.connectors.conftest import Lab
 
 KiB = 1024
@@ -24,13 +24,13 @@ KiB = 1024
 
 def test_churn_writes_the_requested_share_inside_guest_files(lab: Lab) -> None:
     disk = lab.disk("WIN01")
-    layout = read_vhdx_layout(disk)
+    layout = read_layout(disk)
     allocated = sum(
         layout.block_size
         for b in range(layout.data_blocks)
         if layout.block_entry(b)[0] == PAYLOAD_BLOCK_FULLY_PRESENT
     )
-    files_before = {f.path: f for f in guestfs.guest_files(disk)}
+    files_before = {f.path: f for f in guest_files(disk)}
     ref = RCTJournal(disk).create_reference()
 
     result = churn(lab.cfg("WIN01"), 10, seed=9)
@@ -39,20 +39,20 @@ def test_churn_writes_the_requested_share_inside_guest_files(lab: Lab) -> None:
     targets = [r for f in files_before.values() for r in f.virtual_ranges]
     assert subtract(result.virtual_ranges, targets) == []  # never outside the files' data
     assert RCTJournal(disk).changes_since(ref).virtual == result.virtual_ranges
-    ok, output = labdisks.qemu_img_check(disk)
+    ok, output = builder.qemu_img_check(disk)
     assert ok, output
     # The guest file system is intact: same files, same places.
-    after = {f.path: f.virtual_ranges for f in guestfs.guest_files(disk)}
+    after = {f.path: f.virtual_ranges for f in guest_files(disk)}
     assert after == {p: f.virtual_ranges for p, f in files_before.items()}
 
 
 def test_churn_on_linux_and_on_a_disk_without_file_system(lab: Lab) -> None:
     result = churn(lab.cfg("LNX01"), 5, seed=1)
-    assert result.writes > 0 and labdisks.qemu_img_check(lab.disk("LNX01"))[0]
+    assert result.writes > 0 and builder.qemu_img_check(lab.disk("LNX01"))[0]
     vm_id = lab.add("RAW01", "blank-dynamic.vhdx")
     raw = churn(lab.connector.vm_config(vm_id), 50, seed=1)
     assert raw.writes >= 1  # no partitions: writes go anywhere on the disk
-    assert labdisks.qemu_img_check(lab.disk("RAW01"))[0]
+    assert builder.qemu_img_check(lab.disk("RAW01"))[0]
 
 
 def test_same_seed_same_writes(lab: Lab) -> None:
@@ -63,7 +63,7 @@ def test_same_seed_same_writes(lab: Lab) -> None:
 
 def test_guest_write_validation(lab: Lab) -> None:
     cfg = lab.cfg("WIN01")
-    size = read_vhdx_layout(lab.disk("WIN01")).virtual_size
+    size = read_layout(lab.disk("WIN01")).virtual_size
     with pytest.raises(ConnectorError, match="outside the virtual disk"):
         guest_write(cfg, 0, [(size - 512, 4096, 1)])
     with pytest.raises(ConnectorError, match="no virtual disk number 3"):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from protection.connectors import labdisks
 from protection.connectors.lab.connector import LabConnector
 from protection.connectors.lab.host import create_lab_host, plan_vms
 from protection.connectors.protocol import ConnectorError, DiskType, OSFamily
+from storage.vdisk import builder
 
 MiB = 1024 * 1024
 
@@ -20,7 +20,8 @@ def test_plan_mixes_windows_linux_and_fixed() -> None:
                                       "LAB-HV01-WIN03"]  # fmt: skip
     assert [v.spec.fs for v in plan] == ["ntfs", "ext4", "ntfs", "ntfs"]
     assert [v.spec.subformat for v in plan] == ["dynamic", "dynamic", "fixed", "dynamic"]
-    assert "pagefile.sys" in plan[0].spec.files and len(plan[0].spec.files["pagefile.sys"]) == 16 * MiB
+    pagefile = plan[0].spec.files["pagefile.sys"]
+    assert isinstance(pagefile, bytes) and len(pagefile) == 16 * MiB
 
 
 def test_create_lab_host_and_refuse_to_overwrite(tmp_path: Path) -> None:
@@ -38,7 +39,7 @@ def test_create_lab_host_and_refuse_to_overwrite(tmp_path: Path) -> None:
     ]
     assert {vm.configuration_version for vm in inv.vms} == {"9.0"}
     for vm in inv.vms:
-        assert labdisks.qemu_img_check(Path(vm.disks[0].path))[0]
+        assert builder.qemu_img_check(Path(vm.disks[0].path))[0]
         assert LabConnector(folder).prerequisites(vm.id) in ([],) or vm.os_family == "linux"
     with pytest.raises(ConnectorError, match="already exists"):
         create_lab_host(folder, "HV9", 1, 64 * MiB)

@@ -17,7 +17,7 @@ from protection.connectors.protocol import (
     VMNotFound,
     VMState,
 )
-from protection.connectors.vhdxfile import read_vhdx_layout
+from storage.vdisk import read_layout
 from tests.connectors.conftest import Lab
 
 
@@ -46,7 +46,7 @@ def test_inventory_reports_host_and_vms_from_real_disks(lab: Lab) -> None:
     assert disk.virtual_size == 128 * 1024 * 1024
     assert disk.file_size == Path(disk.path).stat().st_size
     assert disk.file_size < disk.virtual_size  # dynamic: only written blocks take space
-    assert disk.disk_id == read_vhdx_layout(disk.path).disk_id
+    assert disk.disk_id == read_layout(disk.path).disk_id
     assert disk.error is None
 
     (fixed,) = by_name["SQL01"].disks

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from protection.connectors import guestfs
 from protection.connectors.lab.guest import VMBusy, VMLock, churn, guest_write
 from protection.connectors.protocol import (
     BackupRefused,
@@ -19,7 +18,8 @@ from protection.connectors.protocol import (
     InvalidVMConfig,
 )
 from protection.connectors.ranges import intersect, subtract
-from protection.connectors.vhdxfile import PAYLOAD_BLOCK_FULLY_PRESENT, read_vhdx_layout
+from storage.vdisk import PAYLOAD_BLOCK_FULLY_PRESENT, read_layout
+from storage.vdisk.pagefile import guest_files, volatile_virtual_ranges
 from tests.connectors.conftest import Lab
 
 DISK = "Virtual Hard Disks/{}.vhdx"
@@ -187,7 +187,7 @@ def _apply(previous: bytes, current_path: Path, ranges: list[tuple[int, int]]) -
 def _free_unallocated_block(disk: Path) -> int:
     """A virtual offset in a block not present in the file, inside free NTFS space
     near the end of the data partition (so the write also makes the file grow)."""
-    layout = read_vhdx_layout(disk)
+    layout = read_layout(disk)
     for block in range(layout.data_blocks - 3, 0, -1):
         if layout.block_entry(block)[0] != PAYLOAD_BLOCK_FULLY_PRESENT:
             return block * layout.block_size
@@ -204,9 +204,9 @@ def test_changed_ranges_reproduce_the_disk_byte_for_byte(lab: Lab, name: str) ->
     assert set(refs) == {file_name}
 
     # Guest writes avoiding the paging files (those are excluded on purpose, see
-    # test_guestfs), plus a write into a never-allocated block: the file grows.
-    volatile = guestfs.volatile_virtual_ranges(disk)
-    targets = subtract([r for f in guestfs.guest_files(disk) for r in f.virtual_ranges], volatile)
+    # tests/connectors/test_pagefile_exclusion.py), plus a write into a never-allocated block: the file grows.
+    volatile = volatile_virtual_ranges(disk)
+    targets = subtract([r for f in guest_files(disk) for r in f.virtual_ranges], volatile)
     writes = [(off, min(length, 64 * 1024), 0x40 + i) for i, (off, length) in enumerate(targets)]
     writes.append((_free_unallocated_block(disk) + 4096, 8192, 0x99) if name != "SQL01" else
                   (targets[0][0] + 4096, 512, 0x77))  # fmt: skip
@@ -263,7 +263,7 @@ def test_failed_backup_creates_no_reference(lab: Lab) -> None:
     s = conn.begin_backup(lab.ids["WIN01"], Consistency.APPLICATION)
     ranges = s.changed_ranges(file_name, ref)  # still answers relative to the last good one
     conn.end_backup(s, ok=False)
-    layout = read_vhdx_layout(lab.disk("WIN01"))
+    layout = read_layout(lab.disk("WIN01"))
     assert intersect(ranges or [], layout.virtual_to_file([(10 * MiB, 4096)]))
 
 

@@ -57,6 +57,7 @@ class Child(NamedTuple):
 
 class Adapter(ABC):
     kind: str  # FsKind value
+    fs: Any  # the dissect file system object, for what the adapter does not cover (data runs)
     label: str = ""
     name: str = ""  # "NTFS", "FAT32", "ext4"...
 

@@ -1,14 +1,14 @@
-"""The one VHDX parser: on-disk structure, and virtual-disk ranges (what RCT
-reports) mapped to file ranges.
+"""The one VHDX parser: file identifier, headers, region tables, metadata and BAT.
 
 Parsed and validated: file identifier, both headers (checksummed, highest
-sequence number wins), both region tables, the metadata region (block size,
-sector sizes, virtual size, disk id, parent locator) and the BAT. Anything
-unusable -- corrupt, truncated, garbage that passes the signature checks --
-raises ``VhdxError`` with a message in plain words; no other exception escapes
-``read_layout`` for a bad file (a missing or unreadable file raises ``OSError``).
-Connectors wrap this module (protection/connectors/vhdxfile.py); it must stay
-free of Django and of anything under protection/.
+sequence number wins), both region tables (checksummed; a torn write damages
+only one), the metadata region (block size, sector sizes, virtual size, disk id,
+parent locator) and the BAT, including that no present block lies beyond the end
+of the file (a truncated copy). Anything unusable -- missing, unreadable,
+corrupt, truncated, garbage that passes the signature checks -- raises
+``UnreadableDisk`` with a message in plain words; no other exception escapes
+``read_layout`` for a bad file. The log is not replayed: a non-zero log GUID
+means the newest writes may still sit in the log (``VhdxLayout.log_guid_zero``).
 Reference: [MS-VHDX] sections 2.2-2.6.
 """
 
@@ -24,7 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import EngineError
+from .errors import InvalidRange, UnreadableDisk
+from .ranges import Range, merge_ranges
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -37,6 +38,7 @@ VIRTUAL_DISK_ID = uuid.UUID("BECA12AB-B2E6-4523-93EF-C309E000C746")
 LOGICAL_SECTOR_SIZE = uuid.UUID("8141BF1D-A96F-4709-BA47-F233A8FAAB5F")
 PHYSICAL_SECTOR_SIZE = uuid.UUID("CDA348C7-445D-4471-9CC9-E9885251C556")
 PARENT_LOCATOR = uuid.UUID("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C")
+VHDX_PARENT_LOCATOR_TYPE = uuid.UUID("B04AEFB7-D19E-4A81-B789-25B8E9445913")
 
 # BAT payload block states ([MS-VHDX] 2.5.1.1)
 PAYLOAD_BLOCK_NOT_PRESENT = 0
@@ -46,16 +48,12 @@ PAYLOAD_BLOCK_UNMAPPED = 3
 PAYLOAD_BLOCK_FULLY_PRESENT = 6
 PAYLOAD_BLOCK_PARTIALLY_PRESENT = 7
 SB_BLOCK_PRESENT = 6
-_PRESENT = (PAYLOAD_BLOCK_FULLY_PRESENT, PAYLOAD_BLOCK_PARTIALLY_PRESENT)
+PRESENT_STATES = (PAYLOAD_BLOCK_FULLY_PRESENT, PAYLOAD_BLOCK_PARTIALLY_PRESENT)
 
 HEADER_SECTION = 1 * MiB  # file identifier, two headers, two region tables
+HEADER_OFFSETS = (64 * KiB, 128 * KiB)
+REGION_TABLE_OFFSETS = (192 * KiB, 256 * KiB)
 _MAX_ENTRIES = 2047  # a 64 KiB region/metadata table cannot hold more
-
-Range = tuple[int, int]
-
-
-class VhdxError(EngineError):
-    pass
 
 
 def _crc32c_table() -> list[int]:
@@ -79,9 +77,17 @@ def crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
+def _checksum(block: bytes) -> int:
+    return crc32c(block[:4] + b"\0\0\0\0" + block[8:])
+
+
 def _checksum_ok(block: bytes) -> bool:
-    stored = struct.unpack_from("<I", block, 4)[0]
-    return crc32c(block[:4] + b"\0\0\0\0" + block[8:]) == stored
+    return _checksum(block) == struct.unpack_from("<I", block, 4)[0]
+
+
+def with_checksum(block: bytes) -> bytes:
+    """A header or region table with its checksum field (bytes 4-8) recomputed."""
+    return block[:4] + struct.pack("<I", _checksum(block)) + block[8:]
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,9 @@ class VhdxLayout:
     leave_blocks_allocated: bool  # set by "fixed" VHDX creation
     has_parent: bool  # a differencing disk
     parent_locator: dict[str, str]  # empty unless has_parent
+    parent_locator_type: uuid.UUID | None  # VHDX_PARENT_LOCATOR_TYPE for Hyper-V's differencing disks
     log_guid: uuid.UUID  # not zero: the log needs replay, the data may be stale
+    data_write_guid: uuid.UUID  # a differencing child records its parent's as "parent_linkage"
     log_offset: int
     log_length: int
     regions: list[tuple[uuid.UUID, int, int]]  # (guid, file offset, length)
@@ -141,7 +149,7 @@ class VhdxLayout:
             if vlen <= 0:
                 continue
             if voff < 0 or voff + vlen > self.virtual_size:
-                raise VhdxError(
+                raise InvalidRange(
                     f"virtual range {voff}+{vlen} lies outside the disk (size {self.virtual_size})"
                 )
             end = voff + vlen
@@ -151,7 +159,7 @@ class VhdxLayout:
                 in_block = pos - block * bs
                 n = min(end - pos, bs - in_block)
                 state, foff = self.block_entry(block)
-                if state in _PRESENT and foff:
+                if state in PRESENT_STATES and foff:
                     out.append((foff + in_block, n))
                 pos += n
         return merge_ranges(out)
@@ -182,11 +190,22 @@ def _as_file(src: str | os.PathLike[str] | BinaryIO) -> Iterator[BinaryIO]:
         yield src
 
 
+@contextmanager
+def file_errors() -> Iterator[None]:
+    """A missing or unreadable file becomes UnreadableDisk with a plain message."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise UnreadableDisk("the disk file does not exist") from exc
+    except OSError as exc:
+        raise UnreadableDisk(f"the disk file cannot be read ({exc.strerror or exc})") from exc
+
+
 def _read(f: BinaryIO, off: int, n: int) -> bytes:
     f.seek(off)
     data = f.read(n)
     if data is None or len(data) != n:
-        raise VhdxError(f"the file is truncated (needed {n} bytes at offset {off})")
+        raise UnreadableDisk(f"the file is truncated (needed {n} bytes at offset {off})")
     return data
 
 
@@ -202,29 +221,29 @@ def _file_size(f: BinaryIO) -> int:
 
 def read_layout(src: str | os.PathLike[str] | BinaryIO) -> VhdxLayout:
     """Parse and validate the structure; raises VhdxError for anything unusable."""
-    with _as_file(src) as f:
+    with file_errors(), _as_file(src) as f:
         try:
             return _parse(f)
         except (struct.error, IndexError, ValueError, OverflowError, MemoryError) as exc:
             # Garbage that passed the signature checks: still a corrupt file, not a bug.
-            raise VhdxError(f"the VHDX structure is corrupt ({exc.__class__.__name__})") from exc
+            raise UnreadableDisk(f"the VHDX structure is corrupt ({exc.__class__.__name__})") from exc
 
 
 def _best_header(f: BinaryIO) -> bytes:
     best: tuple[int, bytes] | None = None
-    for off in (64 * KiB, 128 * KiB):
+    for off in HEADER_OFFSETS:
         h = _read(f, off, 4 * KiB)
         if h[:4] == b"head" and _checksum_ok(h):
             seq = struct.unpack_from("<Q", h, 8)[0]
             if best is None or seq > best[0]:
                 best = (seq, h)
     if best is None:
-        raise VhdxError("neither VHDX header is valid (the file is corrupt)")
+        raise UnreadableDisk("neither VHDX header is valid (the file is corrupt)")
     return best[1]
 
 
 def _regions(f: BinaryIO) -> list[tuple[uuid.UUID, int, int]]:
-    for off in (192 * KiB, 256 * KiB):
+    for off in REGION_TABLE_OFFSETS:
         rt = _read(f, off, 64 * KiB)
         if rt[:4] != b"regi" or not _checksum_ok(rt):
             continue
@@ -236,21 +255,21 @@ def _regions(f: BinaryIO) -> list[tuple[uuid.UUID, int, int]]:
             g, foff, ln, _req = struct.unpack_from("<16sQII", rt, 16 + 32 * i)
             regions.append((uuid.UUID(bytes_le=g), foff, ln))
         return regions
-    raise VhdxError("neither VHDX region table is valid (the file is corrupt)")
+    raise UnreadableDisk("neither VHDX region table is valid (the file is corrupt)")
 
 
 def _metadata(f: BinaryIO, offset: int, length: int) -> dict[uuid.UUID, bytes]:
     raw = _read(f, offset, length)
     if raw[:8] != b"metadata":
-        raise VhdxError("the VHDX metadata table is corrupt")
+        raise UnreadableDisk("the VHDX metadata table is corrupt")
     count = struct.unpack_from("<H", raw, 10)[0]
     if count > _MAX_ENTRIES:
-        raise VhdxError("the VHDX metadata table is corrupt")
+        raise UnreadableDisk("the VHDX metadata table is corrupt")
     items = {}
     for i in range(count):
         g, ioff, iln, _flags = struct.unpack_from("<16sIII", raw, 32 + 32 * i)
         if ioff + iln > length:
-            raise VhdxError("a VHDX metadata item points outside the metadata region")
+            raise UnreadableDisk("a VHDX metadata item points outside the metadata region")
         items[uuid.UUID(bytes_le=g)] = raw[ioff : ioff + iln]
     return items
 
@@ -268,21 +287,22 @@ def _parent_locator(raw: bytes) -> dict[str, str]:
 def _parse(f: BinaryIO) -> VhdxLayout:
     size = _file_size(f)
     if size >= 8 and _read(f, 0, 8) != b"vhdxfile":
-        raise VhdxError("not a VHDX file (the file does not start with the VHDX signature)")
+        raise UnreadableDisk("not a VHDX file (the file does not start with the VHDX signature)")
     if size < HEADER_SECTION:
-        raise VhdxError(f"the file is too small to be a VHDX ({size} bytes)")
+        raise UnreadableDisk(f"the file is too small to be a VHDX ({size} bytes)")
     h = _best_header(f)
+    data_write_guid = uuid.UUID(bytes_le=h[32:48])
     log_guid = uuid.UUID(bytes_le=h[48:64])
     log_length, log_offset = struct.unpack_from("<IQ", h, 68)
     regions = _regions(f)
     reg = {g: (o, n) for g, o, n in regions}
     if BAT_GUID not in reg or METADATA_GUID not in reg:
-        raise VhdxError("the VHDX region table lacks the BAT or metadata region")
+        raise UnreadableDisk("the VHDX region table lacks the BAT or metadata region")
     boff, blen = reg[BAT_GUID]
     moff, mlen = reg[METADATA_GUID]
     for what, off, length in (("BAT", boff, blen), ("metadata", moff, mlen), ("log", log_offset, log_length)):
         if off % MiB or off + length > size:
-            raise VhdxError(f"the VHDX {what} region lies outside the file (truncated?)")
+            raise UnreadableDisk(f"the VHDX {what} region lies outside the file (truncated?)")
     items = _metadata(f, moff, mlen)
     try:
         block_size, flags = struct.unpack("<II", items[FILE_PARAMETERS][:8])
@@ -292,12 +312,13 @@ def _parse(f: BinaryIO) -> VhdxLayout:
         disk_id = str(uuid.UUID(bytes_le=items[VIRTUAL_DISK_ID][:16]))
         has_parent = bool(flags & 2)
         locator = _parent_locator(items[PARENT_LOCATOR]) if has_parent else {}
+        locator_type = uuid.UUID(bytes_le=items[PARENT_LOCATOR][:16]) if has_parent else None
     except (KeyError, struct.error) as exc:
-        raise VhdxError("a required VHDX metadata item is missing") from exc
+        raise UnreadableDisk("a required VHDX metadata item is missing") from exc
     if block_size < MiB or block_size > 256 * MiB or block_size & (block_size - 1):
-        raise VhdxError(f"invalid VHDX block size {block_size}")
+        raise UnreadableDisk(f"invalid VHDX block size {block_size}")
     if lss not in (512, 4096) or virtual_size <= 0 or virtual_size % lss:
-        raise VhdxError("invalid VHDX virtual size or sector size")
+        raise UnreadableDisk("invalid VHDX virtual size or sector size")
     chunk_ratio = (2**23 * lss) // block_size
     blocks = -(-virtual_size // block_size)
     if has_parent:  # every chunk has its sector bitmap entry
@@ -305,7 +326,7 @@ def _parse(f: BinaryIO) -> VhdxLayout:
     else:
         entries = blocks + (blocks - 1) // chunk_ratio
     if entries * 8 > blen:
-        raise VhdxError("the VHDX BAT is smaller than the virtual size needs")
+        raise UnreadableDisk("the VHDX BAT is smaller than the virtual size needs")
     bat = array.array("Q")
     bat.frombytes(_read(f, boff, blen - blen % 8))
     if sys.byteorder != "little":  # pragma: no cover
@@ -320,7 +341,9 @@ def _parse(f: BinaryIO) -> VhdxLayout:
         leave_blocks_allocated=bool(flags & 1),
         has_parent=has_parent,
         parent_locator=locator,
+        parent_locator_type=locator_type,
         log_guid=log_guid,
+        data_write_guid=data_write_guid,
         log_offset=log_offset,
         log_length=log_length,
         regions=regions,
@@ -332,57 +355,8 @@ def _parse(f: BinaryIO) -> VhdxLayout:
     )
     for block in range(blocks):
         state, foff = layout.block_entry(block)
-        if state in _PRESENT and foff + block_size > size:
-            raise VhdxError(f"payload block {block} lies beyond the end of the file (the file is truncated)")
+        if state in PRESENT_STATES and foff + block_size > size:
+            raise UnreadableDisk(
+                f"payload block {block} lies beyond the end of the file (the file is truncated)"
+            )
     return layout
-
-
-def merge_ranges(ranges: Iterable[Range]) -> list[Range]:
-    """Sort and merge (offset, length) pairs."""
-    spans = sorted((o, o + n) for o, n in ranges if n > 0)
-    out: list[list[int]] = []
-    for s, e in spans:
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [(s, e - s) for s, e in out]
-
-
-def metadata_ranges(src: str | os.PathLike[str] | BinaryIO | VhdxLayout) -> list[Range]:
-    """``VhdxLayout.metadata_ranges`` of a file (or of an already parsed layout)."""
-    lay = src if isinstance(src, VhdxLayout) else read_layout(src)
-    return lay.metadata_ranges()
-
-
-def virtual_to_file_ranges(
-    src: str | os.PathLike[str] | BinaryIO,
-    virtual_ranges: Iterable[Range],
-    *,
-    previous: str | os.PathLike[str] | BinaryIO | None = None,
-    include_metadata: bool = True,
-) -> list[Range]:
-    """File ranges of ``src`` holding the given virtual-disk ranges.
-
-    Blocks that are not present in the file (never written, zero, unmapped) map
-    to nothing: their content lives in the BAT, which is a metadata range.
-    With ``previous`` (the same VHDX as of the parent recovery point, e.g.
-    ``Datastore.open_file(parent, name)``), blocks whose BAT entry changed are
-    included whole: a newly placed block is written entirely (zero fill), not
-    only where the guest wrote.
-    """
-    lay = read_layout(src)
-    bs = lay.block_size
-    out = lay.virtual_to_file(virtual_ranges)
-    if previous is not None:
-        prev = read_layout(previous)
-        if prev.block_size != bs or prev.logical_sector_size != lay.logical_sector_size:
-            raise VhdxError("previous VHDX has a different block layout")
-        for block in range(lay.data_blocks):
-            now = lay.block_entry(block)
-            was = prev.block_entry(block) if block < prev.data_blocks else (0, 0)
-            if now != was and now[0] in _PRESENT and now[1]:
-                out.append((now[1], bs))
-    if include_metadata:
-        out.extend(metadata_ranges(lay))
-    return merge_ranges(out)

@@ -1,76 +1,26 @@
-"""Pagefile exclusion: find paging files through dissect, skip them in incrementals,
-and still restore a valid NTFS whose user files are intact."""
+"""Pagefile exclusion in lab backups: skip the paging files in incrementals and still
+restore a valid NTFS whose user files are intact. (Finding the paging files:
+tests/vdisk/test_pagefile.py.)"""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 from dissect.hypervisor.disk.vhdx import VHDX
-from dissect.ntfs import NTFS
-from dissect.volume.disk import Disk
 
-from protection.connectors import guestfs
 from protection.connectors.lab.guest import churn
 from protection.connectors.protocol import Consistency
 from protection.connectors.ranges import intersect, subtract, total
-from protection.connectors.vhdxfile import read_vhdx_layout
+from storage.vdisk import read_layout
+from storage.vdisk.pagefile import volatile_virtual_ranges
 from tests.connectors.conftest import Lab
 from tests.connectors.engine_helpers import backup_vm, restore_point
-from tests.fixtures.build_vhdx import LINUX_FILES, WINDOWS_FILES
+from tests.fixtures.build_vhdx import dissect_ntfs
 
 MiB = 1024 * 1024
 USER_FILES = ["notes.txt", "report.docx", "ledger.csv", "database.mdf"]
-
-
-def _ntfs(path: Path) -> tuple[NTFS, Any]:
-    fh = path.open("rb")
-    disk = Disk(VHDX(fh))
-    part = next(p for p in disk.partitions if "Basic data" in (p.name or ""))
-    return NTFS(part.open()), part
-
-
-def test_guest_files_are_found_with_their_content(disk_images: dict[str, Path]) -> None:
-    files = {f.path: f for f in guestfs.guest_files(disk_images["windows-dynamic.vhdx"])}
-    assert set(files) == {f"/{n}" for n in WINDOWS_FILES}
-    with disk_images["windows-dynamic.vhdx"].open("rb") as fh:
-        vdisk = VHDX(fh)
-        ledger = files["/ledger.csv"]
-        data = b""
-        for off, length in ledger.virtual_ranges:
-            vdisk.seek(off)
-            data += vdisk.read(length)
-        assert data[: len(WINDOWS_FILES["ledger.csv"])] == WINDOWS_FILES["ledger.csv"]
-    linux = {f.path for f in guestfs.guest_files(disk_images["linux-dynamic.vhdx"])}
-    assert linux == {f"/{n}" for n in LINUX_FILES}
-
-
-def test_volatile_ranges_are_exactly_the_paging_files(disk_images: dict[str, Path]) -> None:
-    path = disk_images["windows-dynamic.vhdx"]
-    volatile = guestfs.volatile_virtual_ranges(path)
-    fs, part = _ntfs(path)
-    expected = []
-    for name in ("pagefile.sys", "swapfile.sys"):
-        for lcn, count in fs.mft.get(name).dataruns():
-            expected.append((part.offset + lcn * fs.cluster_size, count * fs.cluster_size))
-    assert subtract(volatile, expected) == [] and subtract(expected, volatile) == []
-    assert total(volatile) >= 16 * MiB + 1 * MiB  # pagefile + swapfile
-    for name in USER_FILES:
-        user = [
-            (part.offset + lcn * fs.cluster_size, n * fs.cluster_size)
-            for lcn, n in fs.mft.get(name).dataruns()
-        ]
-        assert intersect(volatile, user) == []
-    assert guestfs.volatile_virtual_ranges(disk_images["linux-dynamic.vhdx"]) == []
-
-
-def test_unreadable_guests_exclude_nothing(disk_images: dict[str, Path], tmp_path: Path) -> None:
-    assert guestfs.volatile_virtual_ranges(disk_images["blank-dynamic.vhdx"]) == []
-    junk = tmp_path / "junk.vhdx"
-    junk.write_bytes(b"\0" * 4096)
-    assert guestfs.volatile_virtual_ranges(junk) == []
 
 
 def test_session_excluded_ranges_are_file_ranges_of_the_paging_files(lab: Lab) -> None:
@@ -78,8 +28,8 @@ def test_session_excluded_ranges_are_file_ranges_of_the_paging_files(lab: Lab) -
     try:
         disk_name = session.files[0].name
         excluded = session.excluded_ranges(disk_name)
-        layout = read_vhdx_layout(lab.disk("WIN01"))
-        assert excluded == layout.virtual_to_file(guestfs.volatile_virtual_ranges(lab.disk("WIN01")))
+        layout = read_layout(lab.disk("WIN01"))
+        assert excluded == layout.virtual_to_file(volatile_virtual_ranges(lab.disk("WIN01")))
         assert total(excluded) == 17 * MiB
         assert intersect(excluded, layout.metadata_ranges()) == []
         assert session.excluded_ranges("vm.json") == []
@@ -92,7 +42,7 @@ def test_session_excluded_ranges_are_file_ranges_of_the_paging_files(lab: Lab) -
 
 def _partition_file(vhdx: Path, tmp_path: Path) -> Path:
     """The NTFS partition as a plain file, for ntfsfix / ntfscat."""
-    _fs, part = _ntfs(vhdx)
+    _fs, part = dissect_ntfs(vhdx)
     out = tmp_path / f"{vhdx.stem}.ntfs"
     with vhdx.open("rb") as fh, out.open("wb") as dst:
         vdisk = VHDX(fh)
@@ -114,12 +64,12 @@ def test_incremental_skipping_paging_files_restores_a_valid_ntfs(lab: Lab, tmp_p
     disk_name = "Virtual Hard Disks/WIN01.vhdx"
     _p, refs, _u = backup_vm(ds, lab.connector, vm_id, None)
     result = churn(lab.cfg("WIN01"), 20, seed=11)
-    volatile = guestfs.volatile_virtual_ranges(disk)
+    volatile = volatile_virtual_ranges(disk)
     assert intersect(result.virtual_ranges, volatile), "churn should hit the pagefile"
 
     point, _refs, used = backup_vm(ds, lab.connector, vm_id, refs)
     changed = used[disk_name]
-    excluded = read_vhdx_layout(disk).virtual_to_file(volatile)
+    excluded = read_layout(disk).virtual_to_file(volatile)
     assert changed is not None and intersect(changed, excluded) == []
     restored = restore_point(ds, point.id, tmp_path / "restore") / disk_name
 
@@ -135,8 +85,8 @@ def test_incremental_skipping_paging_files_restores_a_valid_ntfs(lab: Lab, tmp_p
 
     ok, output = _check_ntfs(restored, tmp_path)
     assert ok, output
-    live_fs, _ = _ntfs(disk)
-    restored_fs, _ = _ntfs(restored)
+    live_fs, _ = dissect_ntfs(disk)
+    restored_fs, _ = dissect_ntfs(restored)
     for name in USER_FILES:
         assert restored_fs.mft.get(name).open().read() == live_fs.mft.get(name).open().read()
     part = _partition_file(restored, tmp_path)

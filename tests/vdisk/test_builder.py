@@ -7,73 +7,68 @@ from pathlib import Path
 
 import pytest
 from dissect.extfs import ExtFS
-from dissect.hypervisor.disk.vhdx import VHDX
 from dissect.ntfs import NTFS
-from dissect.volume.disk import Disk
 
-from protection.connectors import labdisks
-from protection.connectors.labdisks import DiskSpec, LabToolError, MiB
-from tests.fixtures.build_vhdx import FIXED_FILES, LINUX_FILES, WINDOWS_FILES
-
-
-def _partitions(path: Path) -> list:
-    return Disk(VHDX(path.open("rb"))).partitions
+from storage.vdisk import builder
+from storage.vdisk.builder import DiskSpec, MiB
+from storage.vdisk.errors import ToolError
+from tests.fixtures.build_vhdx import FIXED_FILES, LINUX_FILES, WINDOWS_FILES, dissect_partitions
 
 
 def test_windows_disk_has_gpt_esp_and_ntfs_with_the_files(disk_images: dict[str, Path]) -> None:
     path = disk_images["windows-dynamic.vhdx"]
-    parts = _partitions(path)
+    parts = dissect_partitions(path)
     assert [p.name for p in parts] == ["EFI system partition", "Basic data partition"]
     assert parts[0].offset == 1 * MiB and parts[1].offset % MiB == 0
     fs = NTFS(parts[1].open())
     for name, content in WINDOWS_FILES.items():
         assert fs.mft.get(name).open().read() == content
-    assert labdisks.qemu_img_check(path)[0]
+    assert builder.qemu_img_check(path)[0]
 
 
 def test_fixed_disk_and_linux_disk(disk_images: dict[str, Path]) -> None:
-    fixed = NTFS(_partitions(disk_images["windows-fixed.vhdx"])[1].open())
+    fixed = NTFS(dissect_partitions(disk_images["windows-fixed.vhdx"])[1].open())
     assert fixed.mft.get("notes.txt").open().read() == FIXED_FILES["notes.txt"]
-    parts = _partitions(disk_images["linux-dynamic.vhdx"])
+    parts = dissect_partitions(disk_images["linux-dynamic.vhdx"])
     assert parts[1].name == "Linux filesystem"
     fs = ExtFS(parts[1].open())
     for name, content in LINUX_FILES.items():
         assert fs.get(name).open().read() == content
-    assert labdisks.qemu_img_check(disk_images["linux-dynamic.vhdx"])[0]
+    assert builder.qemu_img_check(disk_images["linux-dynamic.vhdx"])[0]
 
 
 def test_gpt_layout_scales_with_the_disk() -> None:
-    small = labdisks.gpt_layout(128 * MiB, "ntfs")
+    small = builder.gpt_layout(128 * MiB, "ntfs")
     assert [p.type_code for p in small] == ["EF00", "0700"]
-    big = labdisks.gpt_layout(4096 * MiB, "ntfs")
+    big = builder.gpt_layout(4096 * MiB, "ntfs")
     assert [p.type_code for p in big] == ["EF00", "0C01", "0700"]
     assert big[0].size == 100 * MiB
     for layout, size in ((small, 128 * MiB), (big, 4096 * MiB)):
         end = layout[-1].start + layout[-1].size
         assert end <= size - 1 * MiB  # room for the backup GPT
         assert all(a.start + a.size <= b.start for a, b in itertools.pairwise(layout))
-    with pytest.raises(LabToolError, match="too small"):
-        labdisks.gpt_layout(16 * MiB, "ntfs")
+    with pytest.raises(ToolError, match="too small"):
+        builder.gpt_layout(16 * MiB, "ntfs")
 
 
 def test_bad_specs_and_failing_tools_raise_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(LabToolError, match="multiple of 1 MiB"):
-        labdisks.build_disk(tmp_path / "x.vhdx", DiskSpec(1000))
-    with pytest.raises(LabToolError, match="unknown VHDX subformat"):
-        labdisks.build_disk(tmp_path / "x.vhdx", DiskSpec(64 * MiB, "none", "sparse"))
-    with pytest.raises(LabToolError, match="ntfscp cannot create folders"):
-        labdisks.build_disk(tmp_path / "x.vhdx", DiskSpec(64 * MiB, files={"a/b.txt": b"x"}))
+    with pytest.raises(ToolError, match="multiple of 1 MiB"):
+        builder.build_disk(tmp_path / "x.vhdx", DiskSpec(1000))
+    with pytest.raises(ToolError, match="unknown VHDX subformat"):
+        builder.build_disk(tmp_path / "x.vhdx", DiskSpec(64 * MiB, "none", "sparse"))
+    with pytest.raises(ToolError, match="ntfscp cannot create folders"):
+        builder.build_disk(tmp_path / "x.vhdx", DiskSpec(64 * MiB, files={"a/b.txt": b"x"}))
     assert not (tmp_path / "x.vhdx").exists()
     assert not list(tmp_path.glob(".build-*"))  # temporary files cleaned up
-    with pytest.raises(LabToolError, match="qemu-img failed"):
-        labdisks.run(["qemu-img", "info", str(tmp_path / "missing.vhdx")])
-    with pytest.raises(LabToolError, match="is not installed"):
-        labdisks.run(["definitely-not-a-tool-xyz"])
-    assert labdisks.missing_tools(["definitely-not-a-tool-xyz", "qemu-img"]) == ["definitely-not-a-tool-xyz"]
+    with pytest.raises(ToolError, match="qemu-img failed"):
+        builder.run(["qemu-img", "info", str(tmp_path / "missing.vhdx")])
+    with pytest.raises(ToolError, match="is not installed"):
+        builder.run(["definitely-not-a-tool-xyz"])
+    assert builder.missing_tools(["definitely-not-a-tool-xyz", "qemu-img"]) == ["definitely-not-a-tool-xyz"]
 
 
 def test_qemu_img_check_reports_damage(disk_images: dict[str, Path], tmp_path: Path) -> None:
     bad = tmp_path / "bad.vhdx"
     bad.write_bytes(disk_images["blank-dynamic.vhdx"].read_bytes()[: 2 * MiB])
-    ok, output = labdisks.qemu_img_check(bad)
+    ok, output = builder.qemu_img_check(bad)
     assert not ok and output
