@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from storage.engine.errors import EngineError
 
+from .browse import fs_errors
 from .errors import CopyCancelled, DestinationError, ItemLevelError
 from .names import encoded_len, printable
 
@@ -304,8 +305,6 @@ def copy_volume_image(
 
     Works for every volume, browsable or not (BitLocker, ReFS, LVM...).
     """
-    from .browse import fs_errors
-
     return _copy_stream(
         volume.open_raw(),
         volume.size,

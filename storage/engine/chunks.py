@@ -14,6 +14,8 @@ from typing import Any
 
 import blake3
 import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import CorruptChunk
 from .format import Keys
@@ -38,9 +40,6 @@ class ChunkCodec:
         self.keys = keys
         self._aes: Any = None
         if keys is not None:
-            # Imported here: unencrypted datastores (and CLI start-up) skip it.
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
             self._aes = AESGCM(keys.enc_key)
         self._local = threading.local()
         self._zero_digests: dict[int, bytes] = {}
@@ -117,7 +116,6 @@ class ChunkCodec:
         if flags & _F_ENC:
             if self._aes is None:
                 raise CorruptChunk(hexd, "encrypted chunk in an unencrypted datastore")
-            from cryptography.exceptions import InvalidTag
 
             try:
                 payload = self._aes.decrypt(blob[1:13], blob[13:], blob[:1] + digest)

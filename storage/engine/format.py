@@ -9,6 +9,9 @@ import uuid
 from dataclasses import dataclass
 
 import blake3
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .errors import (
     DatastoreExists,
@@ -66,8 +69,6 @@ def check_chunk_size(chunk_size: object) -> int:
 
 
 def _derive(user_key: bytes, params: dict[str, object]) -> Keys:
-    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
     salt = bytes.fromhex(str(params["salt"]))
     kdf = Scrypt(
         salt=salt,
@@ -122,8 +123,6 @@ def create(
             "r": 8,
             "p": 1,
         }
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         keys = _derive(key, params)
         nonce = secrets.token_bytes(12)
         check = AESGCM(keys.enc_key).encrypt(nonce, _KEY_CHECK_PLAINTEXT, None)
@@ -195,9 +194,6 @@ def load(path: str, key: bytes | None) -> tuple[Settings, Keys | None]:
         return settings, None
     if key is None:
         raise WrongKey(f"datastore {path} is encrypted; a key is required")
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     keys = _derive(key, encryption)
     blob = bytes.fromhex(str(encryption["key_check"]))
     try:

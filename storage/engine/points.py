@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import Busy, EngineError, PointNotFound, wrap_oserror
+from .inprogress import DirLock, pinned_points
 from .util import atomic_write, fsync_dir
 
 MANIFEST = "manifest.json"
@@ -205,8 +206,6 @@ def delete_point(root: str, point_id: str) -> None:
     exists, and we check pins after the manifest is gone: so either the backup
     sees no parent, or we see its pin and put the manifest back.
     """
-    from .inprogress import DirLock, pinned_points
-
     pdir = point_dir(root, point_id)
     mpath = os.path.join(pdir, MANIFEST)
     gone = mpath + DELETING

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 from .chunks import ChunkCodec
 from .errors import ChunkMissing, wrap_oserror
-from .util import fsync_dir, syncfs, unlink_quiet
+from .util import atomic_write, fsync_dir, syncfs, unlink_quiet
 
 TMP_MARK = ".tmp-"
 BAD_SUFFIX = ".bad"
@@ -239,8 +239,6 @@ def load_heal(root: str) -> set[bytes]:
 
 
 def save_heal(root: str, digests: set[bytes]) -> None:
-    from .util import atomic_write
-
     if not digests and not os.path.exists(os.path.join(root, HEAL_FILE)):
         return
     atomic_write(os.path.join(root, HEAL_FILE), b"".join(sorted(digests)), what="recording damaged chunks")
