@@ -16,6 +16,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -291,6 +292,7 @@ class WSManEndpoint:
         self._lock = threading.Lock()
         self._connections: dict[int, socket.socket] = {}
         self._connection_count = 0
+        self._threads: list[threading.Thread] = []
         self._exchanges: list[Exchange] = []
         self.connection_errors: list[BaseException] = []
         self._ssl_context: ssl.SSLContext | None = None
@@ -370,12 +372,15 @@ class WSManEndpoint:
             # thread that is still reading from it.
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(connection, socket.SHUT_RDWR)
-        self._server.block_on_close = False
+        self._server.block_on_close = False  # joined below, with a deadline
         self._server.server_close()
-        for thread in list(getattr(self._server, "_threads", None) or []):
-            thread.join(_STOP_GRACE_SECONDS)
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        with self._lock:
+            threads = list(self._threads)
         if self._thread is not None:
-            self._thread.join(_STOP_GRACE_SECONDS)
+            threads.append(self._thread)
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
         self._server = None
 
     def __enter__(self) -> WSManEndpoint:
@@ -392,6 +397,8 @@ class WSManEndpoint:
         with self._lock:
             self._connection_count += 1
             self._connections[id(connection)] = connection
+            self._threads = [thread for thread in self._threads if thread.is_alive()]
+            self._threads.append(threading.current_thread())
             return self._connection_count
 
     def _connection_replaced(self, old: socket.socket, new: socket.socket) -> None:
