@@ -12,6 +12,7 @@ import requests
 import winrm
 import xmltodict
 from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError, WSManFaultError
+from winrm.protocol import Protocol
 
 from tests.wsman import soap
 from tests.wsman.echo import USERNAME, USERS, echo
@@ -31,8 +32,9 @@ def test_refuse_all_drops_every_connection(wsman_endpoint: EndpointFactory) -> N
     assert session(endpoint).run_cmd("hostname").status_code == 0
 
 
-def test_access_denied_is_a_wsman_fault_with_code_5(wsman_endpoint: EndpointFactory) -> None:
-    endpoint = wsman_endpoint(echo, tls=True, users={**USERS, "HOST\\operator": "op"})
+@pytest.mark.parametrize("tls", [True, False], ids=["https", "http-encrypted"])
+def test_access_denied_is_a_wsman_fault_with_code_5(wsman_endpoint: EndpointFactory, tls: bool) -> None:
+    endpoint = wsman_endpoint(echo, tls=tls, users={**USERS, "HOST\\operator": "op"})
     endpoint.access_denied_users = {"host\\operator"}
     operator = winrm.Session(
         endpoint.url, auth=("HOST\\operator", "op"), transport="ntlm", ca_trust_path=str(endpoint.ca_file)
@@ -72,6 +74,70 @@ def test_a_slow_command_answers_operation_timeout_faults_until_it_is_done(
     assert time.monotonic() - started >= 2.4
     receives = [e for e in endpoint.exchanges if e.action == "Receive"]
     assert [e.status for e in receives] == [500, 500, 200]
+
+
+def test_stdin_left_open_keeps_the_command_running(wsman_endpoint: EndpointFactory) -> None:
+    endpoint = wsman_endpoint(echo, tls=True, users=USERS)
+    client = protocol(endpoint, operation_timeout_sec=1, read_timeout_sec=2)
+    shell_id = client.open_shell(codepage=65001)
+    command_id = client.run_command(shell_id, "powershell.exe")
+    client.send_command_input(shell_id, command_id, b"# hvbackup-script: inventory\n")  # no end=True
+
+    # The bootstrap reads stdin to the end, which never comes: on Windows it hangs.
+    with pytest.raises(WinRMOperationTimeoutError):
+        client.get_command_output_raw(shell_id, command_id)
+    assert endpoint.requests == []
+
+    client.send_command_input(shell_id, command_id, b"'done'\n", end=True)
+    assert client.get_command_output(shell_id, command_id)[0] == b"# hvbackup-script: inventory\n'done'\n"
+
+
+def test_a_long_handler_does_not_hold_up_send(wsman_endpoint: EndpointFactory) -> None:
+    release = threading.Event()
+
+    def waits(request: CommandRequest) -> CommandReply:
+        assert release.wait(10)
+        return CommandReply(b"finished")
+
+    endpoint = wsman_endpoint(waits, tls=True, users=USERS)
+    client = protocol(endpoint, operation_timeout_sec=1, read_timeout_sec=2)
+    shell_id = client.open_shell()
+    command_id = client.run_command(shell_id, "powershell.exe")
+
+    client.send_command_input(shell_id, command_id, b"work", end=True)  # returns at once
+    with pytest.raises(WinRMOperationTimeoutError):
+        client.get_command_output_raw(shell_id, command_id)
+    release.set()
+    assert client.get_command_output(shell_id, command_id) == (b"finished", b"", 0)
+
+
+def test_concurrent_clients_each_authenticate_their_own_connection(wsman_endpoint: EndpointFactory) -> None:
+    users = {**USERS, "HOST\\second": "two"}
+    endpoint = wsman_endpoint(echo, tls=True, users=users)
+    results: dict[str, bytes] = {}
+
+    def run(name: str, username: str) -> None:
+        client = Protocol(
+            endpoint.url,
+            transport="ntlm",
+            username=username,
+            password=users[username],
+            ca_trust_path=str(endpoint.ca_file),
+        )
+        results[name] = run_with_stdin(client, name.encode() * 1000)[0]
+
+    threads = [
+        threading.Thread(target=run, args=(f"client{n}", USERNAME if n % 2 else "HOST\\second"))
+        for n in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert results == {f"client{n}": f"client{n}".encode() * 1000 for n in range(6)}
+    assert sorted(request.user for request in endpoint.requests) == [USERNAME] * 3 + ["HOST\\second"] * 3
+    assert len({e.connection for e in endpoint.exchanges}) == 6
 
 
 @pytest.mark.slow
