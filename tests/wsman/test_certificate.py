@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 
 import pytest
@@ -69,9 +70,10 @@ def test_a_certificate_from_another_ca_fails_the_handshake(
     cert_pem, key_pem = TestCA("rogue CA").client_cert("HOST\\hvbackup")
     endpoint.client_cert_users = {"HOST\\hvbackup": "HOST\\hvbackup"}  # even a matching subject
 
-    with pytest.raises(requests.exceptions.ConnectionError):
+    with pytest.raises(requests.exceptions.SSLError):
         certificate_session(endpoint, cert_pem.decode(), key_pem.decode(), tmp_path).run_cmd("hostname")
     assert endpoint.requests == []
+    assert any(isinstance(error, ssl.SSLCertVerificationError) for error in endpoint.connection_errors)
 
 
 def test_ntlm_still_works_where_certificates_are_enabled(wsman_endpoint: EndpointFactory) -> None:
