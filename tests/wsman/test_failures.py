@@ -65,8 +65,9 @@ def test_a_slow_command_answers_operation_timeout_faults_until_it_is_done(
     started = time.monotonic()
     with pytest.raises(WinRMOperationTimeoutError):
         client.get_command_output_raw(shell_id, command_id)
-    # Windows holds the Receive for the OperationTimeout the client asked for, then faults.
-    assert 0.9 <= time.monotonic() - started < 1.8
+    # Windows holds the Receive for the OperationTimeout the client asked for, then faults
+    # (before the 2 s read timeout, or the client would have raised ReadTimeout instead).
+    assert time.monotonic() - started >= 0.9
 
     # pywinrm's get_command_output retries the fault silently until the command is done:
     # a slow host never shows as a read timeout, only as a call that takes long.
