@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+from tests.hyperv.fixtures import hyperv_samba  # noqa: F401
