@@ -249,7 +249,9 @@ class SMBClient:
             smbclient.reset_connection_cache(connection_cache=self._cache)
 
     # -- reading ------------------------------------------------------------
-    def open_read(self, unc: str) -> SMBFileReader:
+    def open_read(self, unc: str, plan: list[tuple[int, int]] | None = None) -> SMBFileReader:
+        """A reader of ``unc``; ``plan`` (sorted (offset, length) ranges) is where the caller
+        will read, when it knows: read-ahead then never strays outside it."""
         server, share, rest = split_unc(unc)
         if not rest:
             raise SMBError(f"{unc} names a share, not a file")
@@ -269,11 +271,13 @@ class SMBClient:
             )
         except Exception as exc:
             raise smb_error(exc, unc) from None
-        return SMBFileReader(self, unc, handle)
+        return SMBFileReader(self, unc, handle, plan)
 
-    def opener(self, unc: str) -> Callable[[], BinaryIO]:
+    def opener(
+        self, unc: str, plan: Callable[[], list[tuple[int, int]] | None] | None = None
+    ) -> Callable[[], BinaryIO]:
         def open_file() -> BinaryIO:
-            return self.open_read(unc)  # type: ignore[return-value]
+            return self.open_read(unc, plan() if plan else None)  # type: ignore[return-value]
 
         return open_file
 
@@ -366,12 +370,13 @@ class SMBFileReader(io.RawIOBase):
     sent before the first reply is awaited. Once the caller has read 4 MiB in one
     sequential run, requests for what follows are kept in flight (at most
     ``reads_in_flight``) so the server streams while the caller hashes; a seek
-    elsewhere drops them. The read-ahead costs at most one window per run.
+    elsewhere drops them. The read-ahead costs at most one window per run, and
+    nothing outside the caller's ``plan`` when one is given.
     """
 
     SEQUENTIAL_TRIGGER = 4 * MiB
 
-    def __init__(self, client: SMBClient, unc: str, handle: Open):
+    def __init__(self, client: SMBClient, unc: str, handle: Open, plan: list[tuple[int, int]] | None = None):
         super().__init__()
         self.client = client
         self.unc = unc
@@ -386,6 +391,7 @@ class SMBFileReader(io.RawIOBase):
         self._buffer = b""  # received data starting at _buffer_off
         self._buffer_off = 0
         self._run = 0  # bytes read sequentially up to _pos
+        self._plan = sorted((o, o + n) for o, n in plan) if plan is not None else None
 
     # -- io.RawIOBase -------------------------------------------------------
     def readable(self) -> bool:
@@ -490,8 +496,12 @@ class SMBFileReader(io.RawIOBase):
         if not self._pending:
             end_buf = self._buffer_off + len(self._buffer)
             nxt = max(after, end_buf) if self._buffer_off <= after <= end_buf else after
-        while len(self._pending) < self._window and nxt < self.size:
-            sent = self._send(nxt, min(self._piece, self.size - nxt))
+        limit = self.size
+        if self._plan is not None:
+            # Only inside the planned range the caller is reading through.
+            limit = next((min(e, self.size) for s, e in self._plan if s <= after < e), after)
+        while len(self._pending) < self._window and nxt < limit:
+            sent = self._send(nxt, min(self._piece, limit - nxt))
             if not sent:
                 break
             nxt += sent
