@@ -275,3 +275,16 @@ def test_frozen_files_do_not_move_while_the_guest_writes(hv_lab: HyperVLab, tmp_
             assert fh.read() == (tmp_path / "before.vhdx").read_bytes()
     finally:
         end_hyperv_backup(session, False)
+
+
+def test_a_linux_guest_from_the_inventory_is_file_consistent(hv_lab: HyperVLab) -> None:
+    lab = hv_lab
+    vm_id = lab.add("LNX01", "linux-dynamic.vhdx", os_family="linux")
+    inventory_vm = lab.connector.get_vm(vm_id)  # what the connector's inventory returns
+    session = begin_hyperv_backup(lab.transport, lab.smb, vm_id, Consistency.APPLICATION, vm=inventory_vm)
+    try:
+        assert session.vm is inventory_vm
+        assert session.consistency == Consistency.FILE
+        assert session.excluded_ranges(DISK.replace("WIN01", "LNX01")) == []
+    finally:
+        end_hyperv_backup(session, False)

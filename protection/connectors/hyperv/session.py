@@ -245,7 +245,7 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _minimal_vm(info: dict[str, Any], disks: Sequence[dict[str, Any]]) -> VMInfo:
+def minimal_vm_info(info: dict[str, Any], disks: Sequence[dict[str, Any]]) -> VMInfo:
     """The VMInfo a session needs when the caller has no inventory at hand."""
     return VMInfo(
         id=_norm_id(info["id"]),
@@ -299,7 +299,7 @@ def begin_hyperv_backup(
     )
     # From here on a checkpoint exists on the host: every failure must remove it.
     disks = list(result.get("disks", []))
-    info = vm or _minimal_vm(result["vm"], disks)
+    info = vm or minimal_vm_info(result["vm"], disks)
     taken = "crash" if result.get("consistency") == "crash" else "application"
     consistency = Consistency.CRASH
     if taken == "application":
