@@ -288,3 +288,19 @@ def test_a_linux_guest_from_the_inventory_is_file_consistent(hv_lab: HyperVLab) 
         assert session.excluded_ranges(DISK.replace("WIN01", "LNX01")) == []
     finally:
         end_hyperv_backup(session, False)
+
+
+def test_settings_instead_of_a_client_and_no_credentials(hv_lab: HyperVLab, hyperv_samba: Any) -> None:
+    lab = hv_lab
+    vm_id = lab.add("WIN01")
+    session = begin_hyperv_backup(lab.transport, hyperv_samba.settings(), vm_id, Consistency.APPLICATION)
+    try:
+        with session.files[0].open() as fh:
+            assert fh.read(8) == b"vhdxfile"
+    finally:
+        end_hyperv_backup(session, False)
+    assert session.smb._trees == {}  # the session's own connections were closed
+    calls = len(lab.transport.calls)
+    with pytest.raises(ConnectorError, match="No credentials for the host's admin share"):
+        begin_hyperv_backup(lab.transport, None, vm_id, Consistency.APPLICATION)
+    assert len(lab.transport.calls) == calls  # refused before any checkpoint was taken

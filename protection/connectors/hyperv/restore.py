@@ -29,7 +29,7 @@ from protection.connectors.base import (
     Severity,
 )
 from protection.connectors.hyperv.session import ScriptRunner, minimal_vm_info
-from protection.connectors.hyperv.smb import SMBClient
+from protection.connectors.hyperv.smb import SMBClient, SMBSettings, smb_client
 
 MAX_PATH = 260  # Hyper-V cannot register a VM whose file paths reach this length
 
@@ -82,7 +82,7 @@ def _plan(
 
 def check_restore_target(
     transport: ScriptRunner,
-    smb: SMBClient,
+    smb: SMBClient | SMBSettings | None,
     vm_id: str,
     target: RestoreTarget,
     file_names: Sequence[str],
@@ -94,7 +94,7 @@ def check_restore_target(
 
 def restore_vm(
     transport: ScriptRunner,
-    smb: SMBClient,
+    smb: SMBClient | SMBSettings | None,
     vm_id: str,
     files: Mapping[str, FileSource],
     target: RestoreTarget,
@@ -104,10 +104,11 @@ def restore_vm(
     errors = [f for f in findings if f.severity == Severity.ERROR]
     if errors:
         raise RestoreRefused(" ".join(f.message for f in errors))
-    for name in names:
-        unc = smb.settings.to_unc(destinations[name])
-        with files[name]() as source:
-            smb.write_file(unc, source)
+    with smb_client(smb) as client:
+        for name in names:
+            unc = client.settings.to_unc(destinations[name])
+            with files[name]() as source:
+                client.write_file(unc, source)
     result = transport.run_script("restore-vm", _params(vm_id, target, names, "register"))
     return RestoreResult(
         vm=minimal_vm_info(result["vm"], []),

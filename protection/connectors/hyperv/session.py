@@ -49,7 +49,7 @@ from protection.connectors.base import (
     VMInfo,
     VMState,
 )
-from protection.connectors.hyperv.smb import SMBClient
+from protection.connectors.hyperv.smb import SMBClient, SMBSettings, client_for
 from protection.connectors.ranges import Range, normalize
 from protection.connectors.vhdxfile import DiskFileError, disk_file_errors, read_vhdx_layout
 
@@ -95,6 +95,8 @@ class HyperVBackupSession:
         vm: VMInfo,
         checkpoint_id: str,
         consistency: Consistency,
+        *,
+        owns_smb: bool = False,
     ):
         self.session_id = uuid.uuid4().hex
         self.transport = transport
@@ -106,6 +108,7 @@ class HyperVBackupSession:
         self.files: list[BackupFile] = []
         self.events: list[str] = []
         self.ended = False
+        self._owns_smb = owns_smb  # the SMB connections are closed when the session ends
         self._unc: dict[str, str] = {}  # file name -> UNC path of the frozen file
         self._windows: dict[str, str] = {}  # file name -> frozen path on the host
         self._tracked: set[str] = set()  # names of disks RCT tracks (top .vhdx of a chain)
@@ -186,6 +189,13 @@ class HyperVBackupSession:
         """New reference ids per file name (ok), or {} once the checkpoint is removed."""
         self._check_open()
         self.ended = True
+        try:
+            return self._finish(ok)
+        finally:
+            if self._owns_smb:
+                self.smb.close()
+
+    def _finish(self, ok: bool) -> dict[str, str]:
         if not ok:
             self._remove_checkpoint()
             return {}
@@ -281,14 +291,17 @@ def minimal_vm_info(info: dict[str, Any], disks: Sequence[dict[str, Any]]) -> VM
 
 def begin_hyperv_backup(
     transport: ScriptRunner,
-    smb: SMBClient,
+    smb: SMBClient | SMBSettings | None,
     vm_id: str,
     consistency_wanted: Consistency,
     *,
     vm: VMInfo | None = None,
 ) -> HyperVBackupSession:
-    """Take the recovery checkpoint and describe the frozen files; see the module docstring."""
+    """Take the recovery checkpoint and describe the frozen files; see the module docstring.
+
+    ``smb``: a client to share, or the settings of one the session opens and closes."""
     wanted = Consistency(consistency_wanted)
+    client, owned = client_for(smb)  # no credentials: refuse before any checkpoint exists
     result = transport.run_script(
         "begin-backup",
         {
@@ -304,7 +317,9 @@ def begin_hyperv_backup(
     consistency = Consistency.CRASH
     if taken == "application":
         consistency = Consistency.FILE if info.os_family == OSFamily.LINUX else Consistency.APPLICATION
-    session = HyperVBackupSession(transport, smb, info, str(result["checkpoint_id"]), consistency)
+    session = HyperVBackupSession(
+        transport, client, info, str(result["checkpoint_id"]), consistency, owns_smb=owned
+    )
     try:
         for stale in result.get("removed_stale", []):
             session.events.append(f"stale recovery checkpoint {stale!r} of an earlier backup removed")
@@ -334,7 +349,7 @@ def begin_hyperv_backup(
             session.add_file(name, config["path"], int(config["size"]), "config")
         # Fail now, while removing the checkpoint is simple, if the files cannot be reached.
         for f in session.files:
-            actual = smb.stat_size(session._unc[f.name])
+            actual = client.stat_size(session._unc[f.name])
             if actual != f.size:
                 raise ConnectorError(
                     f"{f.name}: the host reported {f.size} bytes but the share shows {actual}"

@@ -547,10 +547,23 @@ class SMBFileReader(io.RawIOBase):
         self._buffer, self._buffer_off = b"", 0
 
 
+def client_for(smb: SMBClient | SMBSettings | None) -> tuple[SMBClient, bool]:
+    """(client, owned): a client made here from settings is the caller's to close."""
+    if smb is None:
+        raise SMBError(
+            "No credentials for the host's admin share: the VM files cannot be read or written. "
+            "Give SMB credentials for this host (certificate authentication does not cover SMB)."
+        )
+    if isinstance(smb, SMBClient):
+        return smb, False
+    return SMBClient(smb), True
+
+
 @contextlib.contextmanager
-def smb_client(settings: SMBSettings) -> Iterator[SMBClient]:
-    client = SMBClient(settings)
+def smb_client(smb: SMBClient | SMBSettings | None) -> Iterator[SMBClient]:
+    client, owned = client_for(smb)
     try:
         yield client
     finally:
-        client.close()
+        if owned:
+            client.close()
