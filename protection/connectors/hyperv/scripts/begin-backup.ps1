@@ -15,12 +15,13 @@ $ApplicationConsistent = 1         # ConsistencyLevel of Msvm_VirtualSystemSnaps
 $CrashConsistent = 2
 $JobTimeoutSeconds = 1800
 
-function Write-Ok($Result) {
-    ConvertTo-Json -Depth 5 -Compress -InputObject @{ ok = $true; result = $Result }
-}
-
-function Write-Failure([string]$Kind, [string]$Message) {
-    ConvertTo-Json -Depth 5 -Compress -InputObject @{ ok = $false; error = @{ kind = $Kind; message = $Message } }
+# Write-Result, Write-Failure (which ends the script) and Test-IsAccessDenied come from
+# _common.ps1, which the server puts in front of this script.
+trap {
+    if (Test-IsAccessDenied $_) {
+        Write-Failure 'AccessDenied' "This account may not manage Hyper-V on $env:COMPUTERNAME ($($_.Exception.Message)). Make it a member of Hyper-V Administrators (and of Administrators for the admin share)."
+    }
+    break
 }
 
 # A WMI method either finishes at once (0) or starts a Msvm_ConcreteJob (4096) that we
@@ -208,7 +209,7 @@ try {
         }
     }
 
-    Write-Ok @{
+    Write-Result @{
         checkpoint_id = [string]$snapshot.InstanceID
         checkpoint_name = [string]$snapshot.ElementName
         consistency = $taken

@@ -8,12 +8,13 @@ $ErrorActionPreference = 'Stop'
 $Namespace = 'root\virtualization\v2'
 $JobTimeoutSeconds = 600
 
-function Write-Ok($Result) {
-    ConvertTo-Json -Depth 5 -Compress -InputObject @{ ok = $true; result = $Result }
-}
-
-function Write-Failure([string]$Kind, [string]$Message) {
-    ConvertTo-Json -Depth 5 -Compress -InputObject @{ ok = $false; error = @{ kind = $Kind; message = $Message } }
+# Write-Result, Write-Failure (which ends the script) and Test-IsAccessDenied come from
+# _common.ps1, which the server puts in front of this script.
+trap {
+    if (Test-IsAccessDenied $_) {
+        Write-Failure 'AccessDenied' "This account may not manage Hyper-V on $env:COMPUTERNAME ($($_.Exception.Message)). Make it a member of Hyper-V Administrators (and of Administrators for the admin share)."
+    }
+    break
 }
 
 $referenceId = [string]$Params.reference_point_id
@@ -24,7 +25,7 @@ if ($referenceId -notmatch '^[A-Za-z0-9:{}\\\-]+$') {
 $reference = Get-WmiObject -Namespace $Namespace -Class Msvm_VirtualSystemReferencePoint `
     -Filter "InstanceID='$($referenceId.Replace('\', '\\'))'"
 if (-not $reference) {
-    Write-Ok @{ destroyed = $false }
+    Write-Result @{ destroyed = $false }
     return
 }
 $service = Get-WmiObject -Namespace $Namespace -Class Msvm_VirtualSystemReferencePointService
@@ -41,4 +42,4 @@ if ($out.ReturnValue -eq 4096) {
 } elseif ($out.ReturnValue -ne 0) {
     throw "Destroying reference point $referenceId failed (return value $($out.ReturnValue))."
 }
-Write-Ok @{ destroyed = $true }
+Write-Result @{ destroyed = $true }

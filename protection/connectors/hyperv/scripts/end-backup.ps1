@@ -10,12 +10,13 @@ $ErrorActionPreference = 'Stop'
 $Namespace = 'root\virtualization\v2'
 $JobTimeoutSeconds = 1800
 
-function Write-Ok($Result) {
-    ConvertTo-Json -Depth 5 -Compress -InputObject @{ ok = $true; result = $Result }
-}
-
-function Write-Failure([string]$Kind, [string]$Message) {
-    ConvertTo-Json -Depth 5 -Compress -InputObject @{ ok = $false; error = @{ kind = $Kind; message = $Message } }
+# Write-Result, Write-Failure (which ends the script) and Test-IsAccessDenied come from
+# _common.ps1, which the server puts in front of this script.
+trap {
+    if (Test-IsAccessDenied $_) {
+        Write-Failure 'AccessDenied' "This account may not manage Hyper-V on $env:COMPUTERNAME ($($_.Exception.Message)). Make it a member of Hyper-V Administrators (and of Administrators for the admin share)."
+    }
+    break
 }
 
 function Wait-HyperVJob($Out, [string]$What) {
@@ -47,12 +48,12 @@ $snapshot = Get-WmiObject -Namespace $Namespace -Class Msvm_VirtualSystemSetting
 
 if (-not $Params.ok) {
     if (-not $snapshot) {
-        Write-Ok @{ removed = $false }
+        Write-Result @{ removed = $false }
         return
     }
     $out = $snapshotService.DestroySnapshot($snapshot.__PATH)
     [void](Wait-HyperVJob $out "Removing the recovery checkpoint '$($snapshot.ElementName)'")
-    Write-Ok @{ removed = $true }
+    Write-Result @{ removed = $true }
     return
 }
 
@@ -72,7 +73,7 @@ try {
     Write-Failure 'CheckpointFailed' $_.Exception.Message
     return
 }
-Write-Ok @{
+Write-Result @{
     reference_point_id = [string]$reference.InstanceID
     virtual_disk_ids = @($reference.VirtualDiskIdentifiers | ForEach-Object { [string]$_ })
     rct_ids = @($reference.ResilientChangeTrackingIdentifiers | ForEach-Object { [string]$_ })

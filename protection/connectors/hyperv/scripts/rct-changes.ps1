@@ -10,12 +10,13 @@
 $ErrorActionPreference = 'Stop'
 $Namespace = 'root\virtualization\v2'
 
-function Write-Ok($Result) {
-    ConvertTo-Json -Depth 5 -Compress -InputObject @{ ok = $true; result = $Result }
-}
-
-function Write-Failure([string]$Kind, [string]$Message) {
-    ConvertTo-Json -Depth 5 -Compress -InputObject @{ ok = $false; error = @{ kind = $Kind; message = $Message } }
+# Write-Result, Write-Failure (which ends the script) and Test-IsAccessDenied come from
+# _common.ps1, which the server puts in front of this script.
+trap {
+    if (Test-IsAccessDenied $_) {
+        Write-Failure 'AccessDenied' "This account may not manage Hyper-V on $env:COMPUTERNAME ($($_.Exception.Message)). Make it a member of Hyper-V Administrators (and of Administrators for the admin share)."
+    }
+    break
 }
 
 $path = [string]$Params.path
@@ -78,4 +79,4 @@ while ($offset -lt $virtualSize) {
 }
 if ($lastLength -gt 0) { $ranges.Add(@($lastOffset, $lastLength)) }
 
-Write-Ok @{ virtual_size = $virtualSize; ranges = $ranges }
+Write-Result @{ virtual_size = $virtualSize; ranges = $ranges }
