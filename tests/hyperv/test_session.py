@@ -304,3 +304,74 @@ def test_settings_instead_of_a_client_and_no_credentials(hv_lab: HyperVLab, hype
     with pytest.raises(ConnectorError, match="No credentials for the host's admin share"):
         begin_hyperv_backup(lab.transport, None, vm_id, Consistency.APPLICATION)
     assert len(lab.transport.calls) == calls  # refused before any checkpoint was taken
+
+
+class ChainHost:
+    """A host whose VM runs on a differencing disk (a standard checkpoint exists): the
+    recovery checkpoint freezes the AVHDX, and its parents are read-only already."""
+
+    def __init__(self, windows_folder: str, sizes: dict[str, int]):
+        self.folder = windows_folder
+        self.sizes = sizes
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def run_script(self, name: str, params: dict[str, Any]) -> Any:
+        self.calls.append((name, params))
+        if name == "begin-backup":
+            top = f"{self.folder}\\WIN01_0A1B.avhdx"
+            return {
+                "checkpoint_id": "Microsoft:CKPT",
+                "checkpoint_name": CHECKPOINT_PREFIX + "now",
+                "consistency": "application",
+                "vm": {"id": "5d2b0a51-7c1f-4b0e-9a59-1f2f6d1c0a11", "name": "WIN01", "host": "HV01"},
+                "disks": [
+                    {
+                        "path": top,
+                        "frozen_path": top,
+                        "disk_id": "ID-TOP",
+                        "file_size": self.sizes["WIN01_0A1B.avhdx"],
+                        "format": "vhdx",  # Get-VHD says VHDX for an AVHDX too
+                        "parents": [
+                            {
+                                "path": f"{self.folder}\\WIN01.vhdx",
+                                "disk_id": "ID-BASE",
+                                "file_size": self.sizes["WIN01.vhdx"],
+                            }
+                        ],
+                    }
+                ],
+                "config_files": [],
+            }
+        if name == "end-backup":
+            return (
+                {"removed": True}
+                if not params["ok"]
+                else {
+                    "reference_point_id": "Microsoft:RP",
+                    "virtual_disk_ids": ["{ID-TOP}"],
+                    "rct_ids": ["rctX:1"],
+                }
+            )
+        raise AssertionError(f"unexpected script {name}")
+
+
+def test_a_differencing_chain_is_backed_up_whole(hyperv_samba: Any, disk_images: dict[str, Path]) -> None:
+    folder = hyperv_samba.drive / "chain-vm"
+    folder.mkdir(exist_ok=True)
+    copy_sparse(disk_images["windows-dynamic.vhdx"], folder / "WIN01.vhdx")
+    copy_sparse(disk_images["blank-dynamic.vhdx"], folder / "WIN01_0A1B.avhdx")
+    sizes = {p.name: p.stat().st_size for p in folder.iterdir()}
+    host = ChainHost("C:\\chain-vm", sizes)
+    with SMBClient(hyperv_samba.settings()) as smb:
+        session = begin_hyperv_backup(
+            host, smb, "5d2b0a51-7c1f-4b0e-9a59-1f2f6d1c0a11", Consistency.APPLICATION
+        )
+        names = [f.name for f in session.files]
+        assert names == ["Virtual Hard Disks/WIN01_0A1B.avhdx", "Virtual Hard Disks/WIN01.vhdx"]
+        with session.files[1].open() as fh:
+            assert fh.read() == (folder / "WIN01.vhdx").read_bytes()
+        # Only a top-level VHDX is change-tracked; a chain is read whole (and deduplicated).
+        assert session.changed_ranges(names[0], "hvrct1|1|x|y") is None
+        assert session.changed_ranges(names[1], "hvrct1|1|x|y") is None
+        assert end_hyperv_backup(session, True) == {}
+    assert [name for name, _p in host.calls] == ["begin-backup", "end-backup"]

@@ -239,6 +239,12 @@ class SMBClient:
         path = f"\\\\{address}\\{share}" + (f"\\{rest}" if rest else "")
         return path, {"port": self.settings.port, "connection_cache": self._cache}
 
+    def __enter__(self) -> SMBClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             trees, self._trees = list(self._trees.values()), {}
