@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from protection.connectors import guestfs
 from protection.connectors.base import (
     BackupRefused,
     BackupSession,
@@ -26,7 +27,7 @@ from protection.connectors.hyperv.session import (
 from protection.connectors.hyperv.smb import SMBClient, SMBLogonFailure
 from protection.connectors.labguest import guest_write
 from protection.connectors.labhost import copy_sparse
-from protection.connectors.ranges import normalize
+from protection.connectors.ranges import intersect, normalize, subtract
 from protection.connectors.vhdxfile import read_vhdx_layout
 from storage.engine import Datastore, SourceFile
 from storage.engine.errors import EngineError
@@ -100,8 +101,8 @@ def test_full_then_incremental_reads_only_changed_ranges(hv_lab: HyperVLab, tmp_
     guest_write(cfg, 0, writes)
     # ...and the next backup reads only what changed, over SMB.
     before = lab.smb.bytes_read.value
-    point2, refs2, used2, _s = backup(ds, lab, vm_id, refs1)
-    wire = lab.smb.bytes_read.value - before
+    point2, refs2, used2, session2 = backup(ds, lab, vm_id, refs1)
+    wire = lab.smb.bytes_read.value - before - session2.lookup_bytes
     ranges = used2[DISK]
     assert ranges is not None
     out2 = restored(ds, point2.id, tmp_path / "r2")
@@ -117,13 +118,14 @@ def test_full_then_incremental_reads_only_changed_ranges(hv_lab: HyperVLab, tmp_
     meta = normalize(after.metadata_ranges())
     growth = [(Reference.decode(refs1[DISK]).file_size, 0)]
     growth = [(g, lab.disk("WIN01").stat().st_size - g) for g, _ in growth]
-    expected = normalize([*written, *meta, *growth])
+    expected = normalize([*subtract(written, session2._excluded[DISK]), *meta, *growth])
     assert normalize(ranges) == [(o, n) for o, n in expected if n > 0]
     cs = ds.chunk_size
     chunks = {off // cs for o, n in expected for off in range(o - o % cs, o + n, cs)}
     config_size = (vm_folder(lab, "WIN01") / "vm.json").stat().st_size
     # Engine reads: whole chunks around the changed ranges; the session's layout parse
-    # reads the structure once more; the config file is read whole.
+    # reads the structure once more; the config file is read whole. (The paging-file
+    # lookup, counted apart, reads the guest's MFT.)
     assert wire <= len(chunks) * cs + sum(n for _o, n in meta) + config_size
     assert wire < lab.disk("WIN01").stat().st_size // 4
 
@@ -375,3 +377,22 @@ def test_a_differencing_chain_is_backed_up_whole(hyperv_samba: Any, disk_images:
         assert session.changed_ranges(names[1], "hvrct1|1|x|y") is None
         assert end_hyperv_backup(session, True) == {}
     assert [name for name, _p in host.calls] == ["begin-backup", "end-backup"]
+
+
+def test_paging_file_writes_are_not_read_again(hv_lab: HyperVLab, tmp_path: Path) -> None:
+    lab = hv_lab
+    vm_id = lab.add("WIN01")
+    ds = Datastore.create(tmp_path / "ds")
+    _p, refs, _u, _s = backup(ds, lab, vm_id, None)
+    pagefile = guestfs.volatile_virtual_ranges(lab.disk("WIN01"))
+    assert pagefile, "the fixture guest has a pagefile.sys"
+    off, length = pagefile[0]
+    guest_write(lab.connector.vm_config(vm_id), 0, [(off, min(length, 256 * 1024), 0x77)])
+    _p2, _r2, used, session = backup(ds, lab, vm_id, refs)
+    layout = read_vhdx_layout(lab.disk("WIN01"))
+    in_file = layout.virtual_to_file([(off, min(length, 256 * 1024))])
+    ranges = used[DISK]
+    assert ranges is not None
+    assert intersect(ranges, in_file) == []
+    assert session.lookup_bytes > 0
+    assert any("paging files" in e for e in session.events)

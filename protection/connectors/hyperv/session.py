@@ -19,8 +19,9 @@ Reference ids handed to the job (one per tracked disk) are ``hvrct1|<file size>|
 point id>|<RCT id>``: the file size at the reference tells how far the file has grown
 since (new blocks are appended), and the reference point id is what step 4 destroys.
 
-Paging-file exclusion is not done for Hyper-V disks yet (``excluded_ranges`` is empty):
-the guest file system would have to be opened over SMB through the disk's chain.
+Paging files (pagefile.sys, hiberfil.sys, swapfile.sys) are left out of incremental
+reads, as MABS does: the guest's NTFS is opened over SMB with dissect (only for a tracked,
+non-differencing VHDX: a chain would need every parent opened too, and is read whole).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
+from protection.connectors import guestfs
 from protection.connectors.base import (
     BackupFile,
     ChangeTrackingLost,
@@ -50,8 +52,8 @@ from protection.connectors.base import (
     VMState,
 )
 from protection.connectors.hyperv.smb import SMBClient, SMBSettings, client_for
-from protection.connectors.ranges import Range, normalize
-from protection.connectors.vhdxfile import DiskFileError, disk_file_errors, read_vhdx_layout
+from protection.connectors.ranges import Range, normalize, subtract
+from protection.connectors.vhdxfile import DiskFileError, VhdxLayout, disk_file_errors, read_vhdx_layout
 
 # Recovery checkpoints we create are named with this prefix, so a later backup can tell
 # ours (safe to remove) from a checkpoint another product or an administrator made.
@@ -115,6 +117,9 @@ class HyperVBackupSession:
         # Where the engine will read a file with changed ranges (whole chunks around them,
         # chunks are 4 MiB at most): the SMB read-ahead stays inside.
         self._plans: dict[str, list[Range]] = {}
+        self._layouts: dict[str, VhdxLayout] = {}
+        self._excluded: dict[str, list[Range]] = {}
+        self.lookup_bytes = 0  # read over SMB to find the guest's paging files
 
     # ------------------------------------------------------------------ files
 
@@ -144,9 +149,8 @@ class HyperVBackupSession:
             {"vm_id": self.vm.id, "path": self._windows[file_name], "limit_id": reference.rct_id},
         )
         virtual = [(int(off), int(length)) for off, length in result.get("ranges", [])]
+        layout = self._layout(file_name)
         try:
-            with self.smb.open_read(self._unc[file_name]) as fh:
-                layout = read_vhdx_layout(fh)  # type: ignore[arg-type]
             with disk_file_errors():
                 size = layout.virtual_size
                 clipped = [(o, min(n, size - o)) for o, n in virtual if 0 <= o < size]
@@ -154,6 +158,7 @@ class HyperVBackupSession:
                 meta = normalize(layout.metadata_ranges())
         except DiskFileError as exc:
             raise InvalidVMConfig(f"{file_name}: {exc}") from exc
+        data = subtract(data, self.excluded_ranges(file_name))
         growth = []
         if f.size > reference.file_size:
             growth.append((reference.file_size, f.size - reference.file_size))
@@ -168,10 +173,37 @@ class HyperVBackupSession:
         )
         return ranges
 
+    def _layout(self, file_name: str) -> VhdxLayout:
+        if file_name not in self._layouts:
+            try:
+                with self.smb.open_read(self._unc[file_name]) as fh:
+                    self._layouts[file_name] = read_vhdx_layout(fh)  # type: ignore[arg-type]
+            except DiskFileError as exc:
+                raise InvalidVMConfig(f"{file_name}: {exc}") from exc
+        return self._layouts[file_name]
+
     def excluded_ranges(self, file_name: str) -> list[Range]:
         self._check_open()
         self._file(file_name)
-        return []
+        if file_name not in self._tracked:
+            return []
+        if file_name not in self._excluded:
+            layout = self._layout(file_name)
+            with self.smb.open_read(self._unc[file_name]) as fh:
+                virtual = guestfs.volatile_virtual_ranges(fh)  # type: ignore[arg-type]
+                self.lookup_bytes += fh.bytes_read
+            try:
+                with disk_file_errors():
+                    file_ranges = normalize(layout.virtual_to_file(virtual)) if virtual else []
+            except DiskFileError:
+                file_ranges = []  # excluding nothing is always safe
+            self._excluded[file_name] = file_ranges
+            if file_ranges:
+                self.events.append(
+                    f"{file_name}: {sum(n for _o, n in file_ranges)} bytes of paging files "
+                    "excluded from incremental reads"
+                )
+        return list(self._excluded[file_name])
 
     # ------------------------------------------------------------------ end
 
