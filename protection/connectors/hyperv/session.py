@@ -379,13 +379,13 @@ def begin_hyperv_backup(
         for config in result.get("config_files", []):
             name = f"{CONFIG_FOLDER}/{_unique(config.get('name') or ntpath.basename(config['path']), names)}"
             session.add_file(name, config["path"], int(config["size"]), "config")
-        # Fail now, while removing the checkpoint is simple, if the files cannot be reached.
+        # Fail now, while removing the checkpoint is simple, if the files cannot be reached;
+        # and read as many bytes as the share has (the frozen files do not change).
         for f in session.files:
             actual = client.stat_size(session._unc[f.name])
             if actual != f.size:
-                raise ConnectorError(
-                    f"{f.name}: the host reported {f.size} bytes but the share shows {actual}"
-                )
+                session.events.append(f"{f.name}: the host reported {f.size} bytes, the share {actual}")
+                f.size = actual
     except BaseException:
         with contextlib.suppress(Exception):
             session.finish(ok=False)

@@ -26,6 +26,14 @@ trap {
 
 # A WMI method either finishes at once (0) or starts a Msvm_ConcreteJob (4096) that we
 # poll until JobState 7 (Completed); anything else is a failure with the job's own words.
+# WMI methods are called with named arguments: the positional order of a method's
+# parameters is not something to rely on across Windows versions.
+function Invoke-HyperVMethod($Object, [string]$Method, [hashtable]$Arguments) {
+    $in = $Object.GetMethodParameters($Method)
+    foreach ($key in $Arguments.Keys) { $in[$key] = $Arguments[$key] }
+    return $Object.InvokeMethod($Method, $in, $null)
+}
+
 function Wait-HyperVJob($Out, [string]$What) {
     if ($Out.ReturnValue -eq 0) { return $null }
     if ($Out.ReturnValue -ne 4096) { throw "$What failed (return value $($Out.ReturnValue))." }
@@ -43,7 +51,7 @@ function Wait-HyperVJob($Out, [string]$What) {
 }
 
 function Remove-Checkpoint($SnapshotService, $Snapshot) {
-    $out = $SnapshotService.DestroySnapshot($Snapshot.__PATH)
+    $out = Invoke-HyperVMethod $SnapshotService 'DestroySnapshot' @{ AffectedSnapshot = $Snapshot.__PATH }
     [void](Wait-HyperVJob $out "Removing checkpoint '$($Snapshot.ElementName)'")
 }
 
@@ -95,18 +103,21 @@ if ($prefix) {
 # ---------------------------------------------------------------- replicas
 # A replica VM is backed up crash-consistent only, and never while replication is
 # rebuilding it, applying logs or moving it: the files would not be a usable VM.
-$isReplica = [string]$vmInfo.ReplicationMode -eq 'Replica'
+$isReplica = [string]$vmInfo.ReplicationMode -in 'Replica', 'ExtendedReplica'
 if ($isReplica) {
     $state = [string]$vmInfo.ReplicationState
     $health = [string]$vmInfo.ReplicationHealth
+    # Names of Microsoft.HyperV.PowerShell.VMReplicationState.
     $refusedStates = @{
-        'WaitingForInitialReplication' = 'initial replication has not finished'
+        'ReadyForInitialReplication' = 'initial replication has not run yet'
+        'WaitingForInitialReplication' = 'initial replication is pending'
         'InitialReplicationInProgress' = 'initial replication is in progress'
         'Resynchronizing' = 'the replica is being resynchronized'
         'ResynchronizeSuspended' = 'resynchronization is suspended'
-        'WaitingForStartResynchronize' = 'the replica waits for a resynchronization'
-        'FailOverInProgress' = 'a failover is in progress'
-        'FailOverWaitingCompletion' = 'a failover waits for completion'
+        'WaitingForStartResynchronize' = 'the replica needs a resynchronization'
+        'PreparedForFailover' = 'a failover is in progress'
+        'FailedOverWaitingCompletion' = 'a failover is waiting for completion'
+        'RecoveryInProgress' = 'a recovery of the replica is in progress'
         'FailbackInProgress' = 'a failback is in progress'
         'Error' = 'replication is in error'
     }
@@ -132,7 +143,11 @@ function New-RecoveryCheckpoint([int]$Level) {
     $settings = ([wmiclass]"\\.\$($Namespace):Msvm_VirtualSystemSnapshotSettingData").CreateInstance()
     $settings.ConsistencyLevel = $Level
     $settings.IgnoreNonSnapshottableDisks = $true
-    $out = $snapshotService.CreateSnapshot($vm.__PATH, $settings.GetText(2), $RecoverySnapshot)
+    $out = Invoke-HyperVMethod $snapshotService 'CreateSnapshot' @{
+        AffectedSystem = $vm.__PATH
+        SnapshotSettings = $settings.GetText(2)
+        SnapshotType = [uint16]$RecoverySnapshot
+    }
     $job = Wait-HyperVJob $out 'Creating the recovery checkpoint'
     if ($job) {
         return [wmi](@($job.GetRelated('Msvm_VirtualSystemSettingData'))[0].__PATH)
@@ -168,15 +183,22 @@ try {
 
 # From here on the checkpoint exists: any failure removes it before reporting.
 try {
-    $snapshot.ElementName = $prefix + (Get-Date).ToString('yyyy-MM-dd HH:mm:ss')
-    $out = $managementService.ModifySystemSettings($snapshot.GetText(2))
-    [void](Wait-HyperVJob $out 'Naming the recovery checkpoint')
+    # Our name is how a later backup recognises a checkpoint this one leaves behind if it
+    # dies. Unconfirmed whether every host accepts renaming a recovery checkpoint: if it
+    # does not, the backup goes on and says so.
+    try {
+        $snapshot.ElementName = $prefix + (Get-Date).ToString('yyyy-MM-dd HH:mm:ss')
+        $out = Invoke-HyperVMethod $managementService 'ModifySystemSettings' @{ SystemSettings = $snapshot.GetText(2) }
+        [void](Wait-HyperVJob $out 'Naming the recovery checkpoint')
+    } catch {
+        $note = "$note; the checkpoint could not be named ($($_.Exception.Message)): if this backup dies, remove it by hand"
+    }
     $snapshot.Get()
 
     $disks = @()
     $frozenDisks = @($snapshot.GetRelated('Msvm_StorageAllocationSettingData') |
         Where-Object { $_.ResourceType -eq 31 -and $_.ResourceSubType -eq 'Microsoft:Hyper-V:Virtual Hard Disk' })
-    $liveDisks = @(Get-VMHardDiskDrive -VMName $vmInfo.Name | Where-Object { $_.VMId -eq $vmInfo.VMId })
+    $liveDisks = @(Get-VMHardDiskDrive -VM $vmInfo)
     foreach ($disk in $frozenDisks) {
         $frozenPath = [string]$disk.HostResource[0]
         $chain = Get-DiskChain $frozenPath

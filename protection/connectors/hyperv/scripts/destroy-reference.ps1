@@ -17,6 +17,14 @@ trap {
     break
 }
 
+# WMI methods are called with named arguments: the positional order of a method's
+# parameters is not something to rely on across Windows versions.
+function Invoke-HyperVMethod($Object, [string]$Method, [hashtable]$Arguments) {
+    $in = $Object.GetMethodParameters($Method)
+    foreach ($key in $Arguments.Keys) { $in[$key] = $Arguments[$key] }
+    return $Object.InvokeMethod($Method, $in, $null)
+}
+
 $referenceId = [string]$Params.reference_point_id
 if ($referenceId -notmatch '^[A-Za-z0-9:{}\\\-]+$') {
     Write-Failure 'InvalidArgument' "'$referenceId' is not a reference point id."
@@ -29,7 +37,7 @@ if (-not $reference) {
     return
 }
 $service = Get-WmiObject -Namespace $Namespace -Class Msvm_VirtualSystemReferencePointService
-$out = $service.DestroyReferencePoint($reference.__PATH)
+$out = Invoke-HyperVMethod $service 'DestroyReferencePoint' @{ AffectedReferencePoint = $reference.__PATH }
 if ($out.ReturnValue -eq 4096) {
     $job = [wmi]$out.Job
     $deadline = (Get-Date).AddSeconds($JobTimeoutSeconds)

@@ -19,6 +19,14 @@ trap {
     break
 }
 
+# WMI methods are called with named arguments: the positional order of a method's
+# parameters is not something to rely on across Windows versions.
+function Invoke-HyperVMethod($Object, [string]$Method, [hashtable]$Arguments) {
+    $in = $Object.GetMethodParameters($Method)
+    foreach ($key in $Arguments.Keys) { $in[$key] = $Arguments[$key] }
+    return $Object.InvokeMethod($Method, $in, $null)
+}
+
 function Wait-HyperVJob($Out, [string]$What) {
     if ($Out.ReturnValue -eq 0) { return $null }
     if ($Out.ReturnValue -ne 4096) { throw "$What failed (return value $($Out.ReturnValue))." }
@@ -51,7 +59,7 @@ if (-not $Params.ok) {
         Write-Result @{ removed = $false }
         return
     }
-    $out = $snapshotService.DestroySnapshot($snapshot.__PATH)
+    $out = Invoke-HyperVMethod $snapshotService 'DestroySnapshot' @{ AffectedSnapshot = $snapshot.__PATH }
     [void](Wait-HyperVJob $out "Removing the recovery checkpoint '$($snapshot.ElementName)'")
     Write-Result @{ removed = $true }
     return
@@ -62,7 +70,7 @@ if (-not $snapshot) {
     return
 }
 try {
-    $out = $snapshotService.ConvertToReferencePoint($snapshot.__PATH)
+    $out = Invoke-HyperVMethod $snapshotService 'ConvertToReferencePoint' @{ AffectedSnapshot = $snapshot.__PATH }
     $job = Wait-HyperVJob $out 'Converting the recovery checkpoint to a reference point'
     if ($job) {
         $reference = [wmi](@($job.GetRelated('Msvm_VirtualSystemReferencePoint'))[0].__PATH)

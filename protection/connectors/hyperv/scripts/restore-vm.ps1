@@ -98,7 +98,7 @@ if ($mode -eq 'original') {
     Write-Failure 'InvalidArgument' "Unknown restore mode '$mode'."
     return
 }
-if ($folder -and -not (Test-Path -LiteralPath (Split-Path -Qualifier $folder -ErrorAction SilentlyContinue))) {
+if ($folder -match '^[A-Za-z]:' -and -not (Test-Path -LiteralPath $folder.Substring(0, 3))) {
     $findings += New-Finding 'target-volume-missing' "The volume of $folder does not exist on $env:COMPUTERNAME." 'Choose a folder on an existing volume.'
 }
 
