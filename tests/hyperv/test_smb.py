@@ -157,3 +157,20 @@ def test_unreachable_host(hyperv_samba: SambaServer) -> None:
     c = SMBClient(hyperv_samba.settings(port=free_port(), connection_timeout=3, server="127.0.0.2"))
     with pytest.raises(SMBHostUnreachable, match="cannot be reached"):
         c.open_read("\\\\127.0.0.2\\C$\\x")
+
+
+def test_read_ahead_stays_inside_the_callers_plan(client: SMBClient, data_file: tuple[Path, str]) -> None:
+    path, windows = data_file
+    local = path.read_bytes()
+    unc = client.settings.to_unc(windows)
+
+    def read_first(n_mib: int, plan: list[tuple[int, int]] | None) -> int:
+        with client.open_read(unc, plan) as remote:
+            for i in range(n_mib):
+                assert remote.read(1 * MiB) == local[i * MiB : (i + 1) * MiB]
+        return remote.bytes_read  # closing collected the replies still in flight
+
+    # Without a plan, a long sequential run reads ahead past where the caller stops...
+    assert read_first(8, None) > 8 * MiB
+    # ...with one, never past the end of the planned range.
+    assert read_first(8, [(0, 8 * MiB), (11 * MiB, MiB)]) == 8 * MiB
