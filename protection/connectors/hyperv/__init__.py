@@ -1,0 +1,1 @@
+"""The Hyper-V connector: control over WinRM (PowerShell scripts), data over SMB."""
