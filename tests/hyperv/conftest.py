@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 from protection.connectors.hyperv.smb import SMBClient
-from protection.connectors.lab import LabConnector
-from protection.connectors.labhost import VMDisk, add_vm, write_host_json
-from tests.connectors.conftest import disk_images  # noqa: F401
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.lab.host import VMDisk, add_vm, write_host_json
 from tests.hyperv.emulation import DirectTransport, FakeHost
 from tests.hyperv.fixtures import SambaServer, hyperv_samba  # noqa: F401
 
@@ -41,7 +40,7 @@ class HyperVLab:
 @pytest.fixture
 def hv_lab(
     hyperv_samba: SambaServer,  # noqa: F811
-    disk_images: dict[str, Path],  # noqa: F811
+    disk_images: dict[str, Path],
 ) -> Iterator[HyperVLab]:
     folder = hyperv_samba.drive / f"lab-{uuid.uuid4().hex[:8]}"
     write_host_json(folder, "HV01")

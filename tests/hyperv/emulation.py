@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protection.connectors.base import (
+from protection.connectors.protocol import (
     BackupRefused,
     ChangeTrackingLost,
     ConnectorError,

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from protection.connectors.base import ChangeTrackingLost, ConnectorError, Consistency
 from protection.connectors.hyperv.session import Reference
-from protection.connectors.lab import LabConnector
-from protection.connectors.labguest import guest_write
-from protection.connectors.labhost import VMDisk, add_vm, write_host_json
-from protection.connectors.vhdxfile import read_vhdx_layout
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.lab.guest import guest_write
+from protection.connectors.lab.host import VMDisk, add_vm, write_host_json
+from protection.connectors.protocol import ChangeTrackingLost, ConnectorError, Consistency
 from storage.engine import Datastore, SourceFile
+from storage.vdisk import read_layout
 from tests.hyperv.fixtures import SambaServer
 from tests.hyperv.windows.hoststate import checkpoints_of
 
@@ -97,7 +97,7 @@ def test_backup_sequence_over_winrm_and_smb(
     scripts = [name for name, _params, _user in host.runs]
     assert {"begin-backup", "end-backup"} <= set(scripts)
 
-    size = read_vhdx_layout(disk).virtual_size
+    size = read_layout(disk).virtual_size
     guest_write(LabConnector(folder).vm_config(vm_id), 0, [(5 * MiB, 65536, 0x61), (size - 8192, 8192, 0x62)])
     point2, refs2, used2 = _backup(connector, vm_id, refs1, ds)
     assert used2[DISK] is not None and "rct-changes" in [n for n, _p, _u in host.runs]

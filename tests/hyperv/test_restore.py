@@ -9,12 +9,12 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from protection.connectors.base import RestoreRefused, RestoreTarget
 from protection.connectors.hyperv.restore import check_restore_target, restore_vm
 from protection.connectors.hyperv.smb import SMBClient
-from protection.connectors.lab import LabConnector
-from protection.connectors.labguest import guest_write
-from protection.connectors.labhost import write_host_json
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.lab.guest import guest_write
+from protection.connectors.lab.host import write_host_json
+from protection.connectors.protocol import RestoreRefused, RestoreTarget
 from storage.engine import Datastore
 from tests.hyperv.conftest import HyperVLab
 from tests.hyperv.emulation import DirectTransport, FakeHost

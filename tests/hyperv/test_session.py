@@ -8,14 +8,6 @@ from typing import Any
 
 import pytest
 
-from protection.connectors import guestfs
-from protection.connectors.base import (
-    BackupRefused,
-    BackupSession,
-    ChangeTrackingLost,
-    ConnectorError,
-    Consistency,
-)
 from protection.connectors.hyperv.session import (
     CHECKPOINT_PREFIX,
     HyperVBackupSession,
@@ -25,12 +17,20 @@ from protection.connectors.hyperv.session import (
     end_hyperv_backup,
 )
 from protection.connectors.hyperv.smb import SMBClient, SMBLogonFailure
-from protection.connectors.labguest import guest_write
-from protection.connectors.labhost import copy_sparse
+from protection.connectors.lab.guest import guest_write
+from protection.connectors.lab.host import copy_sparse
+from protection.connectors.protocol import (
+    BackupRefused,
+    BackupSession,
+    ChangeTrackingLost,
+    ConnectorError,
+    Consistency,
+)
 from protection.connectors.ranges import intersect, normalize, subtract
-from protection.connectors.vhdxfile import read_vhdx_layout
 from storage.engine import Datastore, SourceFile
 from storage.engine.errors import EngineError
+from storage.vdisk import read_layout
+from storage.vdisk.pagefile import volatile_virtual_ranges
 from tests.hyperv.conftest import HyperVLab
 from tests.hyperv.windows.hoststate import (
     checkpoint_dirs,
@@ -96,7 +96,7 @@ def test_full_then_incremental_reads_only_changed_ranges(hv_lab: HyperVLab, tmp_
 
     # The guest writes while nothing is being backed up...
     cfg = lab.connector.vm_config(vm_id)
-    layout = read_vhdx_layout(lab.disk("WIN01"))
+    layout = read_layout(lab.disk("WIN01"))
     writes = [(7 * MiB + 4096, 8192, 0x41), (20 * MiB, 65536, 0x42), (layout.virtual_size - 4096, 4096, 0x43)]
     guest_write(cfg, 0, writes)
     # ...and the next backup reads only what changed, over SMB.
@@ -113,7 +113,7 @@ def test_full_then_incremental_reads_only_changed_ranges(hv_lab: HyperVLab, tmp_
     )
     assert refs2[DISK] != refs1[DISK]
 
-    after = read_vhdx_layout(lab.disk("WIN01"))
+    after = read_layout(lab.disk("WIN01"))
     written = normalize(after.virtual_to_file([(o, n) for o, n, _p in writes]))
     meta = normalize(after.metadata_ranges())
     growth = [(Reference.decode(refs1[DISK]).file_size, 0)]
@@ -384,12 +384,12 @@ def test_paging_file_writes_are_not_read_again(hv_lab: HyperVLab, tmp_path: Path
     vm_id = lab.add("WIN01")
     ds = Datastore.create(tmp_path / "ds")
     _p, refs, _u, _s = backup(ds, lab, vm_id, None)
-    pagefile = guestfs.volatile_virtual_ranges(lab.disk("WIN01"))
+    pagefile = volatile_virtual_ranges(lab.disk("WIN01"))
     assert pagefile, "the fixture guest has a pagefile.sys"
     off, length = pagefile[0]
     guest_write(lab.connector.vm_config(vm_id), 0, [(off, min(length, 256 * 1024), 0x77)])
     _p2, _r2, used, session = backup(ds, lab, vm_id, refs)
-    layout = read_vhdx_layout(lab.disk("WIN01"))
+    layout = read_layout(lab.disk("WIN01"))
     in_file = layout.virtual_to_file([(off, min(length, 256 * 1024))])
     ranges = used[DISK]
     assert ranges is not None

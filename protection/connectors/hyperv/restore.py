@@ -19,7 +19,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from protection.connectors.base import (
+from protection.connectors.hyperv.session import ScriptRunner, minimal_vm_info
+from protection.connectors.hyperv.smb import SMBClient, SMBSettings, smb_client
+from protection.connectors.protocol import (
     ConnectorError,
     FileSource,
     Finding,
@@ -28,8 +30,6 @@ from protection.connectors.base import (
     RestoreTarget,
     Severity,
 )
-from protection.connectors.hyperv.session import ScriptRunner, minimal_vm_info
-from protection.connectors.hyperv.smb import SMBClient, SMBSettings, smb_client
 
 MAX_PATH = 260  # Hyper-V cannot register a VM whose file paths reach this length
 

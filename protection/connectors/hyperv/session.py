@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
-from protection.connectors import guestfs
-from protection.connectors.base import (
+from protection.connectors.hyperv.smb import SMBClient, SMBSettings, client_for
+from protection.connectors.protocol import (
     BackupFile,
     ChangeTrackingLost,
     ConnectorError,
@@ -51,9 +51,9 @@ from protection.connectors.base import (
     VMInfo,
     VMState,
 )
-from protection.connectors.hyperv.smb import SMBClient, SMBSettings, client_for
 from protection.connectors.ranges import Range, normalize, subtract
-from protection.connectors.vhdxfile import DiskFileError, VhdxLayout, disk_file_errors, read_vhdx_layout
+from storage.vdisk import VdiskError, VhdxLayout, read_layout
+from storage.vdisk.pagefile import volatile_virtual_ranges
 
 # Recovery checkpoints we create are named with this prefix, so a later backup can tell
 # ours (safe to remove) from a checkpoint another product or an administrator made.
@@ -151,12 +151,11 @@ class HyperVBackupSession:
         virtual = [(int(off), int(length)) for off, length in result.get("ranges", [])]
         layout = self._layout(file_name)
         try:
-            with disk_file_errors():
-                size = layout.virtual_size
-                clipped = [(o, min(n, size - o)) for o, n in virtual if 0 <= o < size]
-                data = normalize(layout.virtual_to_file(clipped))
-                meta = normalize(layout.metadata_ranges())
-        except DiskFileError as exc:
+            size = layout.virtual_size
+            clipped = [(o, min(n, size - o)) for o, n in virtual if 0 <= o < size]
+            data = normalize(layout.virtual_to_file(clipped))
+            meta = normalize(layout.metadata_ranges())
+        except VdiskError as exc:
             raise InvalidVMConfig(f"{file_name}: {exc}") from exc
         data = subtract(data, self.excluded_ranges(file_name))
         growth = []
@@ -177,8 +176,8 @@ class HyperVBackupSession:
         if file_name not in self._layouts:
             try:
                 with self.smb.open_read(self._unc[file_name]) as fh:
-                    self._layouts[file_name] = read_vhdx_layout(fh)  # type: ignore[arg-type]
-            except DiskFileError as exc:
+                    self._layouts[file_name] = read_layout(fh)  # type: ignore[arg-type]
+            except VdiskError as exc:
                 raise InvalidVMConfig(f"{file_name}: {exc}") from exc
         return self._layouts[file_name]
 
@@ -190,12 +189,11 @@ class HyperVBackupSession:
         if file_name not in self._excluded:
             layout = self._layout(file_name)
             with self.smb.open_read(self._unc[file_name]) as fh:
-                virtual = guestfs.volatile_virtual_ranges(fh)  # type: ignore[arg-type]
+                virtual = volatile_virtual_ranges(fh)  # type: ignore[arg-type]
                 self.lookup_bytes += fh.bytes_read
             try:
-                with disk_file_errors():
-                    file_ranges = normalize(layout.virtual_to_file(virtual)) if virtual else []
-            except DiskFileError:
+                file_ranges = normalize(layout.virtual_to_file(virtual)) if virtual else []
+            except VdiskError:
                 file_ranges = []  # excluding nothing is always safe
             self._excluded[file_name] = file_ranges
             if file_ranges:

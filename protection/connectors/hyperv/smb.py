@@ -49,7 +49,7 @@ from smbprotocol.open import (
 from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
 
-from protection.connectors.base import ConnectorError, HostUnreachable
+from protection.connectors.protocol import ConnectorError, HostUnreachable
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -3,7 +3,7 @@
 Each function takes the script's ``$Params`` and returns what the real script puts
 in ``result``, or raises ``ScriptFailure`` for the failures the real script reports
 as ``{"ok": false, "error": ...}``. The RCT side is the lab's journal
-(protection/connectors/rct.py): the checkpoint closes a journal generation at the
+(protection/connectors/lab/rct.py): the checkpoint closes a journal generation at the
 instant the disks are frozen, so the RCT id kept by ConvertToReferencePoint names
 exactly the frozen content, and GetVirtualDiskChanges reports the writes between
 two such instants.
@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from protection.connectors import prerequisites
-from protection.connectors.base import ChangeTrackingLost, ReplicationRole, VMNotFound, VMState
-from protection.connectors.lab import LabConnector, vm_info
-from protection.connectors.labconfig import VM_FILE, LabVMConfig
-from protection.connectors.labguest import VMLock
-from protection.connectors.labhost import copy_sparse
+from protection.connectors.lab.config import VM_FILE, LabVMConfig
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.lab.guest import VMLock
+from protection.connectors.lab.host import copy_sparse
+from protection.connectors.lab.inventory import vm_info
+from protection.connectors.lab.rct import RCTJournal
+from protection.connectors.protocol import ChangeTrackingLost, ReplicationRole, VMNotFound, VMState
 from protection.connectors.ranges import normalize
-from protection.connectors.rct import RCTJournal
-from protection.connectors.vhdxfile import DiskFileError, read_vhdx_layout
+from storage.vdisk import VdiskError, read_layout
 from tests.hyperv.windows.hoststate import (
     ScriptFailure,
     checkpoint_dirs,
@@ -96,7 +97,7 @@ def begin_backup(host: Any, params: dict[str, Any]) -> dict[str, Any]:
                 source = cfg.folder / disk.path
                 frozen = folder / source.name
                 copy_sparse(source, frozen)
-                layout = read_vhdx_layout(frozen)
+                layout = read_layout(frozen)
                 entry: dict[str, Any] = {
                     "path": windows_path(host, source),
                     "frozen_path": windows_path(host, frozen),
@@ -160,8 +161,8 @@ def rct_changes(host: Any, params: dict[str, Any]) -> dict[str, Any]:
     connector, cfg = _vm(host, params["vm_id"])
     _folder, record = _checkpoint_of_frozen(host, frozen)
     try:
-        layout = read_vhdx_layout(frozen)
-    except DiskFileError as exc:
+        layout = read_layout(frozen)
+    except VdiskError as exc:
         raise ScriptFailure("InvalidArgument", f"{frozen.name}: {exc}") from None
     source = next((cfg.folder / d.path for d in cfg.disks if (cfg.folder / d.path).name == frozen.name), None)
     upto = record.get("pending_rct", {}).get(layout.disk_id)

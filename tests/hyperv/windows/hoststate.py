@@ -19,8 +19,8 @@ import shutil
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from protection.connectors.lab import LabConnector
-from protection.connectors.labconfig import write_json_atomic
+from protection.connectors.lab.config import write_json_atomic
+from protection.connectors.lab.connector import LabConnector
 
 SNAPSHOTS_DIR = "Snapshots"
 REFERENCE_DIR = "ReferencePoints"

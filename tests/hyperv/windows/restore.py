@@ -4,7 +4,7 @@
 and what stops the restore), then the server writes the files over SMB, then
 ``register`` (the VM is registered: in place for the original VM, as a new VM with a
 new id on another host). The emulator has the files written into a staging folder
-and registers them with the lab's own restore (protection/connectors/labrestore.py),
+and registers them with the lab's own restore (protection/connectors/lab/restore.py),
 which replaces the VM's disks and vm.json the way the lab connector does.
 """
 
@@ -15,10 +15,9 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from protection.connectors import labrestore
-from protection.connectors.base import RestoreRefused, RestoreTarget, VMNotFound
-from protection.connectors.lab import LabConnector
-from protection.connectors.labconfig import VM_FILE
+from protection.connectors.lab.config import VM_FILE
+from protection.connectors.lab.connector import LabConnector
+from protection.connectors.protocol import RestoreRefused, RestoreTarget, VMNotFound
 from tests.hyperv.windows.hoststate import ScriptFailure, local_path, windows_path
 
 STAGING = ".hvbackup-restore"
@@ -52,8 +51,8 @@ def _folder(host: Any, params: dict[str, Any]) -> tuple[Path, RestoreTarget]:
 def _check(host: Any, params: dict[str, Any]) -> dict[str, Any]:
     folder, target = _folder(host, params)
     names = [str(n) for n in params.get("files", [])]
-    findings = labrestore.check_restore_target(
-        LabConnector(host.lab_root), str(params["vm_id"]), target, [_lab_name(n) for n in names]
+    findings = LabConnector(host.lab_root).check_restore_target(
+        str(params["vm_id"]), target, [_lab_name(n) for n in names]
     )
     staging = folder / STAGING
     destinations = {n: windows_path(host, staging.joinpath(*PurePosixPath(n).parts)) for n in names}
@@ -83,7 +82,7 @@ def _register(host: Any, params: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise ScriptFailure("RestoreRefused", f"restored files are missing on the host: {', '.join(missing)}")
     try:
-        result = labrestore.restore_vm(LabConnector(host.lab_root), str(params["vm_id"]), files, target)
+        result = LabConnector(host.lab_root).restore_vm(str(params["vm_id"]), files, target)
     except RestoreRefused as exc:
         raise ScriptFailure("RestoreRefused", str(exc)) from None
     finally:
