@@ -1,7 +1,7 @@
 """The Connector protocol: the only surface the protection jobs use to drive a host.
 
 Two implementations exist behind it: ``lab`` (a Hyper-V host emulated in a local
-folder, see ``lab.py``) and, later, ``hyperv`` (WinRM + SMB). Everything that
+folder, see ``lab.py``) and ``hyperv`` (WinRM + SMB, see ``hyperv/``). Everything that
 crosses this boundary is a plain, typed, immutable value so that jobs, views and
 tests never depend on which implementation produced it.
 
@@ -327,8 +327,7 @@ def get_connector(kind: str, address: str, credentials: dict | None = None) -> C
 
         return LabConnector(address)
     if kind == "hyperv":
-        raise UnsupportedConnector(
-            "The Hyper-V (WinRM/SMB) connector is not part of this build yet; "
-            "use a lab host to evaluate the product."
-        )
+        from protection.connectors.hyperv.connector import HyperVConnector
+
+        return HyperVConnector(address, credentials=credentials)
     raise UnsupportedConnector(f"Unknown connector kind {kind!r}; expected 'lab' or 'hyperv'.")
