@@ -37,7 +37,7 @@ from protection.connectors.base import (
 )
 from protection.connectors.hyperv import restore, session
 from protection.connectors.hyperv.errors import STEP_AUTHENTICATE
-from protection.connectors.hyperv.inventory import parse_inventory
+from protection.connectors.hyperv.inventory import parse_inventory, windows_server_name
 from protection.connectors.hyperv.smb import SMBSettings
 from protection.connectors.hyperv.transport import Step, WinRMSettings, WinRMTransport
 
@@ -79,8 +79,8 @@ class HyperVConnector:
     ):
         self.address = address
         creds = dict(credentials or {})
-        self.settings = WinRMSettings.from_credentials(address, creds)
-        self.transport = transport or WinRMTransport(self.settings)
+        self.transport = transport or WinRMTransport(WinRMSettings.from_credentials(address, creds))
+        self.settings = self.transport.settings
         self.smb = smb_settings(address, creds)
 
     def __repr__(self) -> str:
@@ -105,7 +105,10 @@ class HyperVConnector:
             f"{step.message} {step.hint}".strip() for step in steps if step.status == "warning"
         )
         name = str(facts.get("computer_name") or self.address)
-        os_version = str(facts.get("os_caption") or "")
+        build = facts.get("os_build")
+        os_version = windows_server_name(
+            build if isinstance(build, int) else 0, str(facts.get("os_caption") or "")
+        )
         message = (
             f"Hyper-V host {name} ({os_version}) answered as {facts.get('user') or self.settings.username}."
         )
