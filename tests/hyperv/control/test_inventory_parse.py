@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from protection.connectors.base import (
+    DiskFormat,
     DiskType,
     OSFamily,
     ReplicationHealth,
@@ -164,7 +165,7 @@ def test_differencing_disk_and_avhdx(sample: dict[str, Any]) -> None:
     )
     parsed = parse_inventory(sample)
     found = next(d for vm in parsed.vms for d in vm.disks if d.path.endswith(".avhdx"))
-    assert found.type == DiskType.DIFFERENCING and found.format.value == "avhdx"
+    assert found.type == DiskType.DIFFERENCING and found.format == DiskFormat.AVHDX
     assert found.parent_path is not None and found.parent_path.endswith(".vhdx")
 
 
@@ -190,8 +191,8 @@ def test_storage_kinds_smb_and_csv(sample: dict[str, Any]) -> None:
     csv["is_clustered"] = True
     parsed = {vm.id: vm for vm in parse_inventory(sample).vms}
     assert parsed[smb["id"]].storage_kind == StorageKind.SMB
-    assert parsed[smb["id"]].smb_share is not None and parsed[smb["id"]].smb_share.path == "\\\\fs01\\vms"
-    assert parsed[smb["id"]].smb_share.smb_version == "3.1.1"
+    share = parsed[smb["id"]].smb_share
+    assert share is not None and (share.path, share.smb_version) == ("\\\\fs01\\vms", "3.1.1")
     assert parsed[csv["id"]].storage_kind == StorageKind.CSV and parsed[csv["id"]].csv == "Cluster Disk 1"
     assert parsed[csv["id"]].highly_available and parsed[csv["id"]].cluster == "HVCLUSTER"
 
