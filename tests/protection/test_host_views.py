@@ -117,7 +117,8 @@ def test_add_lab_host_needs_an_absolute_folder(admin_client: Client) -> None:
 def test_add_hyperv_host_that_does_not_answer_is_not_saved(admin_client: Client) -> None:
     response = admin_client.post(ADD, host_data("hv07.invalid", connection_kind="hyperv"))
     assert response.status_code == 200
-    assert b"The host did not answer" in response.content and b"hv07.invalid cannot be resolved" in response.content
+    assert b"The host did not answer" in response.content
+    assert b"hv07.invalid cannot be resolved" in response.content
     assert PASSWORD.encode() not in response.content
     assert not Host.objects.exists()
 
