@@ -9,6 +9,7 @@ import pytest
 
 from protection.connectors.base import (
     Connector,
+    ConnectorError,
     ControllerKind,
     DiskFormat,
     DiskType,
@@ -31,7 +32,9 @@ def test_get_connector_gives_lab_connector_that_satisfies_the_protocol(lab: Lab)
     conn = get_connector("lab", str(lab.folder), None)
     assert isinstance(conn, LabConnector)
     assert isinstance(conn, Connector)
-    with pytest.raises(UnsupportedConnector, match="not part of this build"):
+    hyperv = get_connector("hyperv", "hv01.example.com", {"username": "x", "password": "y"})
+    assert hyperv.kind == "hyperv" and isinstance(hyperv, Connector)
+    with pytest.raises(ConnectorError, match="needs a user name and a password"):
         get_connector("hyperv", "hv01.example.com", {"username": "x"})
     with pytest.raises(UnsupportedConnector, match="Unknown connector kind"):
         get_connector("vmware", "x", None)

@@ -37,7 +37,7 @@ function Add-VolumeOf {
     } catch {
         # Older hosts, or a path Get-Volume cannot map: fall back to the drive's Win32_Volume.
         $root = [System.IO.Path]::GetPathRoot($Path)
-        $volume = $null
+        if (-not $root) { return $null }
         $w32 = Get-CimInstance -ClassName Win32_Volume -Filter ("Name='{0}'" -f $root.Replace('\', '\\')) -ErrorAction SilentlyContinue
         if ($null -eq $w32) { return $null }
         $id = [string]$w32.DeviceID
@@ -167,6 +167,9 @@ foreach ($vm in $vms) {
 
 $replicationRecords = @()
 foreach ($replication in @(Get-VMReplication -ErrorAction SilentlyContinue)) {
+    # Without a VM id the record cannot be matched; the VM's own replication fields remain.
+    if (-not $replication.VMId) { continue }
+    if ($wanted -and ([string]$replication.VMId) -ne $wanted) { continue }
     $replicationRecords += @{
         vm_id = ([string]$replication.VMId).ToLowerInvariant()
         mode = [string]$replication.ReplicationMode
