@@ -7,7 +7,7 @@ holds a password or a private key.
 
 Security rules (they are the product's, not pywinrm's defaults):
 - HTTPS (5986) by default, the server certificate always validated, against the
-  CA the administrator uploaded or else the system's trust store;
+  CA the administrator uploaded or else requests' CA bundle (certifi);
 - plain HTTP (5985) only with message encryption (NTLM, Kerberos or CredSSP
   seal every message), so nothing travels in clear; never Basic authentication.
 """
@@ -86,7 +86,7 @@ class WinRMSettings:
     password: str = field(default="", repr=False)
     cert_pem: str = field(default="", repr=False)  # client certificate (certificate auth)
     key_pem: str = field(default="", repr=False)  # its private key
-    ca_pem: str | None = field(default=None, repr=False)  # None: the system trust store
+    ca_pem: str | None = field(default=None, repr=False)  # None: requests' CA bundle (certifi)
     operation_timeout: int = 20  # seconds one WS-Management call may block on the host
     read_timeout: int = 30  # seconds to wait for an HTTP answer (> operation_timeout)
     script_timeout: float = 600.0  # seconds one script may run in all
@@ -307,7 +307,7 @@ class WinRMTransport:
             transport=s.auth,  # type: ignore[arg-type]
             username=None if certificate else s.username or None,
             password=None if certificate else s.password,
-            # None keeps requests' own trust store and ignores REQUESTS_CA_BUNDLE & co.
+            # None: requests' own CA bundle (certifi); REQUESTS_CA_BUNDLE & co. are ignored.
             ca_trust_path=files.get("ca"),  # type: ignore[arg-type]
             cert_pem=files.get("cert"),
             cert_key_pem=files.get("key"),
@@ -331,11 +331,17 @@ class WinRMTransport:
         try:
             with self._pem_files() as files:
                 stdout, stderr, code = self._execute(self._protocol(files), script, limit, name)
-            return envelope.parse_reply(stdout, stderr, code, script=name)
         except ConnectorError as error:
             raise self._scrub(error) from None
         except Exception as error:  # every library failure becomes a typed, plain error
             raise self._scrub(self.translate(error)) from error
+        try:
+            return envelope.parse_reply(stdout, stderr, code, script=name)
+        except ConnectorError as error:
+            scrubbed = self._scrub(error)
+            # The script ran: "Test connection" can tell PowerShell worked.
+            scrubbed.script_ran = True  # type: ignore[attr-defined]
+            raise scrubbed from None
 
     def _execute(
         self, protocol: Protocol, script: bytes, limit: float, name: str
@@ -424,9 +430,11 @@ class WinRMTransport:
                     )
                 )
                 return
-            context = (
-                ssl.create_default_context(cadata=s.ca_pem) if s.ca_pem else ssl.create_default_context()
-            )
+            # The same trust as the WinRM calls: the uploaded CA, else requests' CA bundle.
+            if s.ca_pem:
+                context = ssl.create_default_context(cadata=s.ca_pem)
+            else:
+                context = ssl.create_default_context(cafile=requests.certs.where())
             try:
                 with context.wrap_socket(sock, server_hostname=s.address) as tls:
                     version = tls.version()
@@ -473,10 +481,13 @@ def _failed_at(done: list[Step], error: HyperVError) -> list[Step]:
     order = [key for key, _label in STEPS]
     failed_index = order.index(step_of(error)) if step_of(error) in order else order.index(STEP_POWERSHELL)
     have = {step.key: step for step in done}
+    # An answer from WinRM proves authentication worked; a reply from the script proves
+    # PowerShell ran. Steps after that and before the failure were never checked.
+    proven = order.index(STEP_POWERSHELL if getattr(error, "script_ran", False) else STEP_AUTHENTICATE)
     out = []
     for index, (key, label) in enumerate(STEPS):
         if index < failed_index:
-            out.append(have.get(key) or Step(key, label, "ok"))
+            out.append(have.get(key) or Step(key, label, "ok" if index <= proven else "skipped"))
         elif index == failed_index:
             out.append(Step(key, label, "failed", error.message, hint_of(error)))
         else:
