@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.server
+import shutil
 import socket
 import socketserver
 import ssl
@@ -94,13 +95,15 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def version_string(self) -> str:
+        return "Microsoft-HTTPAPI/2.0"  # what a Windows listener (HTTP.sys) answers
+
     # -- HTTP --------------------------------------------------------------------------
 
     def _send(self, status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None) -> None:
         self.send_response(status)
         for name, value in headers or []:
             self.send_header(name, value)
-        self.send_header("Server", "Microsoft-HTTPAPI/2.0")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -249,10 +252,14 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         der = self.connection.getpeercert(binary_form=True)
         if not der:
             return None
-        mapping = endpoint.client_cert_users
-        return mapping.get(certificates.fingerprint(der)) or mapping.get(
-            certificates.subject_common_name(der)
-        )
+        # Thumbprints as Windows prints them, in any case, with or without separators.
+        mapping = {_normalise_key(key): user for key, user in endpoint.client_cert_users.items()}
+        by_thumbprint = mapping.get(_normalise_key(certificates.fingerprint(der)))
+        return by_thumbprint or mapping.get(_normalise_key(certificates.subject_common_name(der)))
+
+
+def _normalise_key(key: str) -> str:
+    return "".join(key.split()).replace(":", "").upper()
 
 
 class WSManEndpoint:
@@ -382,6 +389,7 @@ class WSManEndpoint:
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
         self._server = None
+        shutil.rmtree(self._folder, ignore_errors=True)
 
     def __enter__(self) -> WSManEndpoint:
         return self.start()

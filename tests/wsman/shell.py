@@ -60,12 +60,15 @@ class _Command:
     executable: str
     arguments: list[str]
     stdin: bytearray = field(default_factory=bytearray)
-    stdin_closed: bool = False
+    stdin_opened: bool = False  # a Send arrived
+    stdin_closed: bool = False  # a Send with End="true" arrived
+    process: threading.Thread | None = None
+    start_lock: threading.Lock = field(default_factory=threading.Lock)
+    finished: threading.Event = field(default_factory=threading.Event)
     reply: CommandReply | None = None
     finishes_at: float = 0.0  # time.monotonic() when the "process" exits
     stdout_sent: int = 0
     stderr_sent: int = 0
-    started: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
@@ -246,15 +249,21 @@ class ShellService:
                 command.stdin += base64.b64decode((stream.text or "").strip(), validate=True)
             except binascii.Error:
                 return self._bad_request(request, "The stdin stream is not valid base64.")
+            command.stdin_opened = True
             if stream.get("End", "").lower() == "true":
                 command.stdin_closed = True
                 self._start(shell, command)
         return self._reply(request, f"{soap.SHELL}/SendResponse", "<rsp:SendResponse/>")
 
     def _start(self, shell: _Shell, command: _Command) -> None:
-        """Run the handler once: at the end of stdin, or at the first Receive without one."""
-        with command.started:
-            if command.reply is not None:
+        """Start the "process" once: at the end of stdin, or at the first Receive.
+
+        The handler runs on its own thread, as a process runs beside WinRM: Send answers at
+        once and Receive waits for the output, so a long emulated operation cannot push the
+        Send past the client's read timeout.
+        """
+        with command.start_lock:
+            if command.process is not None:
                 return
             command_request = CommandRequest(
                 executable=command.executable,
@@ -265,16 +274,37 @@ class ShellService:
             )
             with self._lock:
                 self.requests.append(command_request)
-            try:
-                reply = self._handler(command_request)
-            except Exception:
-                # A broken handler is a test bug: make it loud on the client side too.
-                details = traceback.format_exc()
-                with self._lock:
-                    self.handler_errors.append(details)
-                reply = CommandReply(stderr=details.encode(), exit_code=1)
-            command.finishes_at = time.monotonic() + max(reply.delay_seconds, 0.0)
-            command.reply = reply
+            command.process = threading.Thread(
+                target=self._run,
+                args=(command, command_request),
+                name=f"wsman-command-{command.id}",
+                daemon=True,
+            )
+            command.process.start()
+
+    def _run(self, command: _Command, command_request: CommandRequest) -> None:
+        try:
+            reply = self._handler(command_request)
+        except Exception:
+            # A broken handler is a test bug: make it loud on the client side too.
+            details = traceback.format_exc()
+            with self._lock:
+                self.handler_errors.append(details)
+            reply = CommandReply(stderr=details.encode(), exit_code=1)
+        command.finishes_at = time.monotonic() + max(reply.delay_seconds, 0.0)
+        command.reply = reply
+        command.finished.set()
+
+    def _wait(self, until: Callable[[], bool], seconds: float) -> bool:
+        """Wait until `until()` holds or `seconds` pass; False when the endpoint stops first."""
+        deadline = time.monotonic() + seconds
+        while not until():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            if self._stopping.wait(min(left, 0.05)):
+                return False
+        return True
 
     def _receive(self, request: soap.SoapRequest, user: str) -> Answer:
         shell = self._shell(request, user)
@@ -284,28 +314,38 @@ class ShellService:
         command = self._command_of(shell, desired.get("CommandId") if desired is not None else None)
         if command is None:
             return self._not_found(request, "command")
-        self._start(shell, command)
-        assert command.reply is not None
-        remaining = command.finishes_at - time.monotonic()
-        if remaining > 0:
-            # Windows holds a Receive until output arrives or OperationTimeout passes, then
-            # faults with w:TimedOut; pywinrm's get_command_output retries that silently.
-            timeout = request.operation_timeout or 60.0
-            if self._stopping.wait(min(remaining, timeout)):
+        # Windows holds a Receive until there is output or OperationTimeout passes, then
+        # faults with w:TimedOut; pywinrm's get_command_output retries that silently.
+        deadline = time.monotonic() + (request.operation_timeout or 60.0)
+        if command.stdin_opened and not command.stdin_closed:
+            # The process still waits for the rest of its input (a script reading stdin to
+            # the end never finishes when the client forgets End="true").
+            if not self._wait(lambda: False, deadline - time.monotonic()):
                 return Answer(503, b"")
-            if remaining > timeout:
-                return Answer(
-                    500,
-                    soap.fault(
-                        request.message_id,
-                        code="s:Receiver",
-                        subcode="w:TimedOut",
-                        reason="The WS-Management service cannot complete the operation within "
-                        "the time specified in OperationTimeout.",
-                        wsman_code=soap.CODE_OPERATION_TIMEOUT,
-                    ),
-                )
+            return self._timed_out(request)
+        self._start(shell, command)
+        if not self._wait(command.finished.is_set, deadline - time.monotonic()):
+            return Answer(503, b"")
+        if not command.finished.is_set():
+            return self._timed_out(request)
+        if not self._wait(lambda: time.monotonic() >= command.finishes_at, deadline - time.monotonic()):
+            return Answer(503, b"")
+        if time.monotonic() < command.finishes_at:
+            return self._timed_out(request)
         return self._reply(request, f"{soap.SHELL}/ReceiveResponse", self._output(command))
+
+    def _timed_out(self, request: soap.SoapRequest) -> Answer:
+        return Answer(
+            500,
+            soap.fault(
+                request.message_id,
+                code="s:Receiver",
+                subcode="w:TimedOut",
+                reason="The WS-Management service cannot complete the operation within "
+                "the time specified in OperationTimeout.",
+                wsman_code=soap.CODE_OPERATION_TIMEOUT,
+            ),
+        )
 
     def _output(self, command: _Command) -> str:
         reply = command.reply

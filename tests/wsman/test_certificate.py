@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import ssl
+import time
 from pathlib import Path
 
 import pytest
@@ -69,9 +71,16 @@ def test_a_certificate_from_another_ca_fails_the_handshake(
     cert_pem, key_pem = TestCA("rogue CA").client_cert("HOST\\hvbackup")
     endpoint.client_cert_users = {"HOST\\hvbackup": "HOST\\hvbackup"}  # even a matching subject
 
+    # Under TLS 1.3 the server checks the client certificate after the client has finished
+    # its side of the handshake, so the client sees the alert (SSLError) or, when the close
+    # wins the race, a reset connection: both are ConnectionErrors.
     with pytest.raises(requests.exceptions.ConnectionError):
         certificate_session(endpoint, cert_pem.decode(), key_pem.decode(), tmp_path).run_cmd("hostname")
     assert endpoint.requests == []
+    deadline = time.monotonic() + 2
+    while not endpoint.connection_errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert isinstance(endpoint.connection_errors[0], ssl.SSLCertVerificationError)
 
 
 def test_ntlm_still_works_where_certificates_are_enabled(wsman_endpoint: EndpointFactory) -> None:

@@ -40,7 +40,12 @@ def test_always_carries_200_kb_of_stdin_sealed(wsman_endpoint: EndpointFactory) 
     script = ('$Params = ConvertFrom-Json @\'\n{"vm": "Prod-01"}\n\'@\n' * 4200).encode()
     assert len(script) > 200 * 1024
     client = Protocol(
-        endpoint.url, transport="ntlm", username=USERNAME, password=PASSWORD, message_encryption="always"
+        endpoint.url,
+        transport="ntlm",
+        username=USERNAME,
+        password=PASSWORD,
+        message_encryption="always",
+        server_cert_validation="ignore",  # plain HTTP: nothing to validate
     )
 
     assert run_with_stdin(client, script) == (script, b"", 0)
@@ -50,7 +55,11 @@ def test_always_carries_200_kb_of_stdin_sealed(wsman_endpoint: EndpointFactory) 
 def test_an_unencrypted_body_over_http_is_refused(wsman_endpoint: EndpointFactory) -> None:
     endpoint = wsman_endpoint(echo, tls=False, users=USERS)
     client = winrm.Session(
-        endpoint.url, auth=(USERNAME, PASSWORD), transport="ntlm", message_encryption="never"
+        endpoint.url,
+        auth=(USERNAME, PASSWORD),
+        transport="ntlm",
+        message_encryption="never",
+        server_cert_validation="ignore",
     )
 
     with pytest.raises(WinRMTransportError) as raised:
