@@ -23,6 +23,7 @@ from protection.connectors.hyperv.envelope import HEADER_PREFIX
 from protection.connectors.hyperv.errors import (
     AccessDenied,
     AuthenticationFailed,
+    ConnectionFailed,
     ConnectionRefused,
     HostNotFound,
     HostTimeout,
@@ -359,3 +360,13 @@ def test_no_error_ever_carries_the_password(
             seen.append(f"{error} {hint_of(error)} {error!r} {getattr(error, 'details', '')}")
             assert isinstance(error, HyperVError)
     assert_no_password(*seen, logs.text)
+
+
+def test_host_that_drops_every_connection(wire: Callable[..., Wired]) -> None:
+    w = wire()
+    w.endpoint.refuse_all = True
+    result = w.connector().test_connection()
+    assert not result.ok and failed_step(result).key in ("connect", "tls")
+    assert "127.0.0.1" in result.message and "Check that the host is on" in result.message
+    with pytest.raises(ConnectionFailed):
+        w.transport().run_script("inventory")
