@@ -174,3 +174,24 @@ def test_refused_uploads_and_combinations(
     response = admin_client.post(ADD, data)
     assert response.status_code == 200 and message in response.content.decode()
     assert not Host.objects.exists() and w.endpoint.requests == []
+
+
+def test_a_failing_inventory_job_never_logs_the_password(
+    admin_client: Client, wire: Callable[..., Wired], django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    w = wire()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert admin_client.post(ADD, form_data(w)).status_code == 302
+    host = Host.objects.get(name="HV07")
+    stale = "stale-" + PASSWORD  # the password was changed on Windows since
+    host.credentials = {**host.credentials, "password": stale}
+    host.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(reverse("protection:host-refresh", args=[host.pk]))
+    job = Job.objects.filter(kind=JobKind.INVENTORY, host=host).latest("pk")
+    assert job.state == JobState.FAILED
+    assert "refused the user name or password" in job.error + job.message
+    texts = job.error + job.message + job.log + job.traceback + str(job.result)
+    assert PASSWORD not in texts
+    page = admin_client.get(host.get_absolute_url()).content.decode()
+    assert PASSWORD not in page and "refused the user name or password" in page
