@@ -190,6 +190,8 @@ def _tls_problem(error: BaseException) -> HyperVError:
             text = item.verify_message or str(item)
             break
     lowered = text.lower()
+    if isinstance(error, ssl.SSLEOFError) or "unexpected_eof" in lowered or "eof occurred" in lowered:
+        return ConnectionFailed("The host closed the connection during the TLS handshake.")
     if "wrong version number" in lowered or "record layer failure" in lowered or "http request" in lowered:
         return WinRMNotEnabled(
             "The port answered, but not with TLS: it is probably WinRM's plain HTTP port.",

@@ -216,6 +216,11 @@ def test_library_failures_become_typed_errors(
             "does not name this address",
         ),
         ("[SSL: WRONG_VERSION_NUMBER] wrong version number", WinRMNotEnabled, "plain HTTP port"),
+        (
+            "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol",
+            ConnectionFailed,
+            "closed",
+        ),
     ],
 )
 def test_tls_failures(reason: str, error_class: type, message: str) -> None:

@@ -366,7 +366,8 @@ def test_host_that_drops_every_connection(wire: Callable[..., Wired]) -> None:
     w = wire()
     w.endpoint.refuse_all = True
     result = w.connector().test_connection()
+    # The port accepts, then the connection is dropped: during the handshake, or after it.
     assert not result.ok and failed_step(result).key in ("connect", "tls")
-    assert "127.0.0.1" in result.message and "Check that the host is on" in result.message
+    assert "Check that the host is on" in result.message
     with pytest.raises(ConnectionFailed):
         w.transport().run_script("inventory")
