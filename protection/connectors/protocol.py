@@ -1,7 +1,7 @@
 """The Connector protocol: the only surface the protection jobs use to drive a host.
 
 Implementations live in subpackages (``lab/``: a Hyper-V host emulated in a local
-folder; later ``hyperv/``: WinRM + SMB) and are found by kind through
+folder; ``hyperv/``: WinRM + SMB) and are found by kind through
 ``registry.get_connector``. This module holds only the values, the errors and the
 Protocol, so every connector and every caller can import it. Everything that
 crosses this boundary is a plain, typed, immutable value so that jobs, views and

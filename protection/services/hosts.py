@@ -29,16 +29,16 @@ class NewHost:
     name: str
     connection_kind: str
     address: str
-    credentials: dict[str, str] = field(default_factory=dict, repr=False)
+    credentials: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def _transient_host(kind: str, address: str, credentials: dict[str, str] | None = None) -> Host:
+def _transient_host(kind: str, address: str, credentials: dict[str, Any] | None = None) -> Host:
     host = Host(name="", connection_kind=kind, address=address)
     host.credentials = credentials or {}
     return host
 
 
-def try_connection(kind: str, address: str, credentials: dict[str, str] | None = None) -> ConnectionTest:
+def try_connection(kind: str, address: str, credentials: dict[str, Any] | None = None) -> ConnectionTest:
     """Ask the host whether it answers; a connector that cannot even be built says why."""
     try:
         return _transient_host(kind, address, credentials).connector().test_connection()

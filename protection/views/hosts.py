@@ -15,7 +15,7 @@ from protection.services import hosts as host_service
 @require_http_methods(["GET", "POST"])
 def host_add(request: HttpRequest) -> HttpResponse:
     require(request, Action.MANAGE)
-    form = HostForm(request.POST or None)
+    form = HostForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
             host, job = host_service.add_host(form.new_host(), request.user, request=request)
@@ -30,13 +30,15 @@ def host_add(request: HttpRequest) -> HttpResponse:
 @require_POST
 def host_test_connection(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Action.MANAGE)
-    form = ConnectionForm(request.POST)
+    form = ConnectionForm(request.POST, request.FILES)
     result = form.try_connection() if form.is_valid() else None
     context = {"connection_form": form, "result": result}
     if request.htmx and not request.htmx.boosted:
         return render(request, "protection/host_add.html#connection-result", context)
     # Unbound, so the page shows the connection result without validating the rest again.
-    initial = {name: value for name, value in request.POST.items() if name != "password"}
+    initial = {
+        name: value for name, value in request.POST.items() if name not in ("password", "smb_password")
+    }
     return render(request, "protection/host_add.html", {**context, "form": HostForm(initial=initial)})
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from protection.connectors import registry
 from protection.connectors.lab.connector import LabConnector
-from protection.connectors.protocol import Connector, UnsupportedConnector
+from protection.connectors.protocol import Connector, ConnectorError, UnsupportedConnector
 from protection.connectors.registry import ConnectorKind, get_connector
 from tests.connectors.conftest import Lab
 
@@ -19,7 +19,9 @@ def test_get_connector_gives_lab_connector_that_satisfies_the_protocol(lab: Lab)
     conn = get_connector("lab", str(lab.folder), None)
     assert isinstance(conn, LabConnector)
     assert isinstance(conn, Connector)
-    with pytest.raises(UnsupportedConnector, match="not part of this build"):
+    hyperv = get_connector("hyperv", "hv01.example.com", {"username": "x", "password": "y"})
+    assert hyperv.kind == "hyperv" and isinstance(hyperv, Connector)
+    with pytest.raises(ConnectorError, match="needs a user name and a password"):
         get_connector("hyperv", "hv01.example.com", {"username": "x"})
     with pytest.raises(UnsupportedConnector, match="Unknown connector kind"):
         get_connector("vmware", "x", None)
@@ -34,12 +36,6 @@ def test_messages_name_the_kinds() -> None:
     with pytest.raises(UnsupportedConnector) as unknown:
         get_connector("vmware", "x")
     assert str(unknown.value) == "Unknown connector kind 'vmware'; expected 'lab' or 'hyperv'."
-    with pytest.raises(UnsupportedConnector) as missing:
-        get_connector("hyperv", "hv01.example.com")
-    assert str(missing.value) == (
-        "The Hyper-V (WinRM/SMB) connector is not part of this build yet; "
-        "use a lab host to evaluate the product."
-    )
 
 
 def test_a_missing_dependency_inside_a_connector_is_not_hidden(

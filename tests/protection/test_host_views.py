@@ -104,10 +104,12 @@ def test_add_lab_host_needs_an_absolute_folder(admin_client: Client) -> None:
     assert b"absolute path" in response.content and not Host.objects.exists()
 
 
-def test_add_hyperv_host_shows_the_connector_message(admin_client: Client) -> None:
-    response = admin_client.post(ADD, host_data("hv07.corp.example", connection_kind="hyperv"))
+def test_add_hyperv_host_that_does_not_answer_is_not_saved(admin_client: Client) -> None:
+    response = admin_client.post(ADD, host_data("hv07.invalid", connection_kind="hyperv"))
     assert response.status_code == 200
-    assert b"not part of this build" in response.content
+    assert b"The host did not answer" in response.content
+    assert b"hv07.invalid cannot be resolved" in response.content
+    assert PASSWORD.encode() not in response.content
     assert not Host.objects.exists()
 
 
@@ -159,9 +161,13 @@ def test_connection_to_a_lab_folder_that_does_not_exist(admin_client: Client, tm
     assert b"Traceback" not in response.content
 
 
-def test_connection_to_hyperv_says_it_is_not_built(admin_client: Client) -> None:
-    response = admin_client.post(TEST, host_data("hv07.corp.example", connection_kind="hyperv"), headers=HTMX)
-    assert response.status_code == 200 and b"not part of this build" in response.content
+def test_connection_to_hyperv_says_which_step_failed(admin_client: Client) -> None:
+    response = admin_client.post(TEST, host_data("hv07.invalid", connection_kind="hyperv"), headers=HTMX)
+    assert response.status_code == 200
+    assert b'data-step="resolve" data-status="failed"' in response.content
+    assert b'data-step="connect" data-status="skipped"' in response.content
+    assert b"What to do: Check the spelling of the host name" in response.content
+    assert PASSWORD.encode() not in response.content
 
 
 def test_connection_without_htmx_renders_the_whole_form(admin_client: Client, lab_folder: Path) -> None:
