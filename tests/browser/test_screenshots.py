@@ -1,0 +1,331 @@
+"""Screenshots of the pages a backup administrator uses, taken in Debian's Chromium.
+
+Each test opens one or two pages over a realistic data set (a lab host with two backed-up
+VMs in a protection group, a Hyper-V host with VMs of its own, succeeded, failed and running
+jobs), checks what the page must show, and saves a full-page PNG (1280 px wide). The PNGs go
+to pytest's temporary directory; with ``UPDATE_SCREENSHOTS=1`` they are also copied to
+``docs/screenshots/`` (see the README there), so a normal run never changes the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from django.utils import timezone
+
+from backupsite.core.models import Job, JobKind, JobState
+from backupsite.core.permissions import Role
+from protection.models import ConnectionKind, Host, ProtectionGroupDraft, VirtualDisk, VirtualMachine
+from protection.services.groups import start_draft
+from recovery.models import WizardStep
+from tests.factories import make_host, make_vm
+from tests.hyperv.control.conftest import PASSWORD as HYPERV_PASSWORD
+from tests.hyperv.control.conftest import USERNAME as HYPERV_USER
+from tests.hyperv.control.conftest import Wired, emulated, lab_host, wire, wsman_endpoint  # noqa: F401
+from tests.recovery_web.conftest import (  # noqa: F401
+    BackedUpLab,
+    backed_up_lab,
+    lab_template,
+    make_draft,
+    protected_lab,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 800}
+PASSWORD = "a-long-screenshot-test-password"
+GIB = 1024**3
+# Text that must never reach a page: Django's error pages, tracebacks, unrendered templates.
+BROKEN = ("Server Error", "Traceback (most recent call last)", "{{", "}}", "{%", "%}")
+
+
+@dataclass
+class Scene:
+    lab: BackedUpLab
+    hyperv: Host
+    failed: Job
+    running: Job
+
+
+@pytest.fixture
+def scene(backed_up_lab: BackedUpLab) -> Scene:  # noqa: F811
+    """The backed-up lab host plus a Hyper-V host and the jobs an ordinary day leaves behind."""
+    lab = backed_up_lab
+    hyperv = make_host("HV02", connection_kind=ConnectionKind.HYPERV, address="hv02.corp.example")
+    for name, size in (("SQL01", 120), ("WEB01", 40), ("FILES01", 500)):
+        vm = make_vm(name, host=hyperv, os_family="windows")
+        VirtualDisk.objects.create(
+            vm=vm,
+            path=f"D:\\Hyper-V\\{name}\\{name}-disk0.vhdx",
+            file_size_bytes=size * GIB // 3,
+            virtual_size_bytes=size * GIB,
+        )
+    now = timezone.now()
+    Job.objects.create(
+        kind=JobKind.INVENTORY,
+        host=hyperv,
+        state=JobState.SUCCEEDED,
+        started=now - timedelta(hours=3),
+        finished=now - timedelta(hours=3) + timedelta(seconds=4),
+        duration_seconds=4,
+        message="3 virtual machines",
+    )
+    failed = Job.objects.create(
+        kind=JobKind.SYNCHRONIZATION,
+        vm=lab.linux,
+        group=lab.lab.group,
+        state=JobState.FAILED,
+        started=now - timedelta(hours=1),
+        finished=now - timedelta(hours=1) + timedelta(seconds=12),
+        duration_seconds=12,
+        message="Could not read the disk",
+        error="The host did not answer within 30 s while the checkpoint was being created.",
+        log="Creating a reference point\nWaiting for the host\n",
+    )
+    running = Job.objects.create(
+        kind=JobKind.SYNCHRONIZATION,
+        vm=lab.windows,
+        group=lab.lab.group,
+        state=JobState.RUNNING,
+        started=now - timedelta(minutes=2),
+        bytes_total=64 * 1024 * 1024,
+        bytes_done=40 * 1024 * 1024,
+        rate_bytes_per_second=3.5 * 1024 * 1024,
+        message="Reading LAB-HV01-WIN00.vhdx",
+    )
+    return Scene(lab, hyperv, failed, running)
+
+
+@pytest.fixture
+def signed_in(page: Any, live_server: Any, django_user_model: Any) -> Any:
+    """A browser tab of 1280x800, signed in as an administrator (who sees every page)."""
+    user = django_user_model.objects.create_user(username="admin", password=PASSWORD)
+    # get_or_create: transactional tests flush the groups the roles migration made.
+    user.groups.add(Group.objects.get_or_create(name=Role.ADMINISTRATOR.value)[0])
+    page.set_viewport_size(VIEWPORT)
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_label("User name").fill("admin")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/")
+    page.user = user
+    return page
+
+
+@pytest.fixture
+def shoot(tmp_path: Path) -> Callable[[Any, str], Path]:
+    """Check the page is not broken, then save its full-page PNG (and publish it if asked)."""
+
+    def take(page: Any, name: str) -> Path:
+        text = page.locator("body").inner_text()
+        for broken in BROKEN:
+            assert broken not in text, f"{name}: {broken!r} on {page.url}"
+        assert "None" not in text.split(), f"{name}: a bare None on {page.url}"
+        path = tmp_path / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, SCREENSHOTS / path.name)
+        return path
+
+    return take
+
+
+def visit(page: Any, url: str) -> None:
+    response = page.goto(url)
+    assert response is not None and response.status == 200, f"{url}: {response and response.status}"
+
+
+def heading(page: Any) -> str:
+    return str(page.locator("main h1").first.inner_text())
+
+
+# --------------------------------------------------------------------------- dashboard and protection
+
+
+def test_dashboard(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+    page = signed_in
+    visit(page, f"{live_server.url}/")
+    assert heading(page) == "Dashboard"
+    assert page.get_by_test_id("protected-vms").inner_text() == "2"
+    assert page.get_by_test_id("jobs-failed").inner_text() == "1"
+    shoot(page, "dashboard")
+
+
+def test_protection_overview(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+    page = signed_in
+    visit(page, f"{live_server.url}/protection/")
+    assert heading(page) == "Protection"
+    main = page.locator("main").inner_text()
+    for name in ("LAB-HV01", "HV02", "Gold", "SQL01", scene.lab.windows.name):
+        assert name in main
+    shoot(page, "protection-overview")
+
+
+def test_host_page(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+    page = signed_in
+    visit(page, f"{live_server.url}{scene.lab.lab.host.get_absolute_url()}")
+    assert "LAB-HV01" in heading(page)
+    main = page.locator("main").inner_text()
+    assert scene.lab.windows.name in main and scene.lab.linux.name in main
+    shoot(page, "host")
+
+
+def test_vm_page(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+    page = signed_in
+    vm = scene.lab.linux
+    visit(page, f"{live_server.url}{vm.get_absolute_url()}")
+    assert vm.name in heading(page)
+    main = page.locator("main").inner_text()
+    assert "Gold" in main and "Failed" in main
+    shoot(page, "vm")
+
+
+def test_protection_group_wizard(
+    signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]
+) -> None:
+    page = signed_in
+    draft: ProtectionGroupDraft = start_draft(page.user)
+    visit(page, f"{live_server.url}/protection/wizard/{draft.pk}/members/")
+    wizard = page.locator("#wizard")
+    for name in ("SQL01", "WEB01", "FILES01"):
+        assert name in wizard.inner_text()
+    shoot(page, "group-wizard-1-members")
+
+    sql, web = VirtualMachine.objects.filter(name__in=("SQL01", "WEB01"))
+    draft.save_progress("members", members={"vms": [str(sql.pk), str(web.pk)]})
+    draft.save_progress(
+        "method", method={"name": "Silver", "description": "SQL and web", "short_term_on_disk": "on"}
+    )
+    visit(page, f"{live_server.url}/protection/wizard/{draft.pk}/allocation/")
+    text = page.locator("#wizard").inner_text()
+    assert "Allocation" in text or "allocation" in text
+    assert scene.lab.lab.datastore.name in text
+    shoot(page, "group-wizard-4-allocation")
+
+
+# --------------------------------------------------------------------------- adding a Hyper-V host
+
+
+def test_add_host_hyperv_form(signed_in: Any, live_server: Any, shoot: Callable[..., Path]) -> None:
+    page = signed_in
+    visit(page, f"{live_server.url}/protection/hosts/add/")
+    assert heading(page) == "Add host"
+    page.get_by_label("Connection").select_option("hyperv")
+    for label in ("Address", "Protocol", "Port", "CA certificate (PEM)", "User name", "Password"):
+        assert page.get_by_label(label, exact=True).is_visible(), label
+    shoot(page, "host-add-hyperv")
+
+
+def fill_hyperv_form(page: Any, w: Wired, password: str) -> None:
+    page.get_by_label("Name", exact=True).fill("HV07")
+    page.get_by_label("Connection").select_option("hyperv")
+    page.get_by_label("Address").fill("127.0.0.1")
+    page.get_by_label("Port").fill(str(w.endpoint.port))
+    page.get_by_label("CA certificate (PEM)").set_input_files(
+        files=[{"name": "ca.pem", "mimeType": "application/x-pem-file", "buffer": w.endpoint.ca_pem.encode()}]
+    )
+    page.get_by_label("User name", exact=True).fill(HYPERV_USER)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Test connection").click()
+    page.get_by_test_id("connection-steps").wait_for()
+
+
+def test_hyperv_connection_works(
+    signed_in: Any,
+    live_server: Any,
+    wire: Callable[..., Wired],  # noqa: F811
+    shoot: Callable[..., Path],
+) -> None:
+    page = signed_in
+    visit(page, f"{live_server.url}/protection/hosts/add/")
+    fill_hyperv_form(page, wire(), HYPERV_PASSWORD)
+    result = page.get_by_test_id("connection-result").inner_text()
+    assert "Connection works" in result and HYPERV_PASSWORD not in page.content()
+    assert page.locator('[data-status="ok"]').count() == 7
+    shoot(page, "host-add-hyperv-test-ok")
+
+
+def test_hyperv_connection_with_a_wrong_password(
+    signed_in: Any,
+    live_server: Any,
+    wire: Callable[..., Wired],  # noqa: F811
+    shoot: Callable[..., Path],
+) -> None:
+    page = signed_in
+    visit(page, f"{live_server.url}/protection/hosts/add/")
+    fill_hyperv_form(page, wire(), HYPERV_PASSWORD + "-old")
+    result = page.get_by_test_id("connection-result").inner_text()
+    assert "Connection failed" in result and "What to do:" in result
+    assert page.locator('[data-step="authenticate"][data-status="failed"]').count() == 1
+    shoot(page, "host-add-hyperv-test-failed")
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+def test_job_list(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+    page = signed_in
+    visit(page, f"{live_server.url}/protection/jobs/")
+    assert heading(page) == "Monitoring: jobs"
+    main = page.locator("main").inner_text()
+    for state in ("Succeeded", "Failed", "Running"):
+        assert state in main
+    shoot(page, "job-list")
+
+
+def test_job_detail(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+    page = signed_in
+    visit(page, f"{live_server.url}/protection/jobs/{scene.failed.pk}/")
+    assert page.locator("#job-status .state").inner_text() == "Failed"
+    assert "did not answer within 30 s" in page.locator("main").inner_text()
+    shoot(page, "job-detail-failed")
+    visit(page, f"{live_server.url}/protection/jobs/{scene.running.pk}/")
+    assert page.get_by_test_id("job-progress").get_attribute("value") == "62"
+    shoot(page, "job-detail-running")
+
+
+# --------------------------------------------------------------------------- recovery and storage
+
+
+def test_recovery_overview(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+    page = signed_in
+    visit(page, f"{live_server.url}/recovery/")
+    assert heading(page) == "Recovery"
+    shoot(page, "recovery-overview")
+    visit(page, f"{live_server.url}/recovery/vms/{scene.lab.windows.pk}/")
+    assert scene.lab.windows.name in heading(page)
+    day = timezone.localtime(scene.lab.windows_point.created).date()
+    page.get_by_test_id(f"day-{day:%Y-%m-%d}").click()
+    page.get_by_test_id(f"point-{scene.lab.windows_point.pk}").wait_for()
+    shoot(page, "recovery-calendar")
+
+
+def test_recovery_wizard(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+    page = signed_in
+    draft = make_draft(page.user, scene.lab.windows_point, step=WizardStep.REVIEW)
+    visit(page, f"{live_server.url}/recovery/drafts/{draft.pk}/")
+    assert scene.lab.windows.name in page.get_by_test_id("review-vm").inner_text()
+    shoot(page, "recovery-wizard-review")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_role("heading", name="Recovery type").wait_for()
+    shoot(page, "recovery-wizard-type")
+
+
+def test_storage(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+    page = signed_in
+    visit(page, f"{live_server.url}/storage/")
+    assert heading(page) == "Storage"
+    assert scene.lab.lab.datastore.name in page.locator("main").inner_text()
+    shoot(page, "storage")
+    visit(page, f"{live_server.url}/storage/{scene.lab.lab.datastore.pk}/")
+    shoot(page, "datastore")
