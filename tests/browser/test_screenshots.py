@@ -23,13 +23,26 @@ from django.utils import timezone
 
 from backupsite.core.models import Job, JobKind, JobState
 from backupsite.core.permissions import Role
-from protection.models import ConnectionKind, Host, ProtectionGroupDraft, VirtualDisk, VirtualMachine
+from protection.connectors import Finding, Severity
+from protection.models import (
+    Alert,
+    AlertKind,
+    ConnectionKind,
+    Host,
+    HostStatus,
+    ProtectionGroupDraft,
+    VirtualDisk,
+    VirtualMachine,
+    VMState,
+)
 from protection.services.groups import start_draft
 from recovery.models import WizardStep
+from storage.models import Datastore
 from tests.factories import make_host, make_vm
 from tests.hyperv.control.conftest import PASSWORD as HYPERV_PASSWORD
 from tests.hyperv.control.conftest import USERNAME as HYPERV_USER
 from tests.hyperv.control.conftest import Wired, emulated, lab_host, wire, wsman_endpoint  # noqa: F401
+from tests.protection.helpers import FakeConnector
 from tests.recovery_web.conftest import (  # noqa: F401
     BackedUpLab,
     backed_up_lab,
@@ -48,6 +61,9 @@ GIB = 1024**3
 BROKEN = ("Server Error", "Traceback (most recent call last)", "{{", "}}", "{%", "%}")
 
 
+Shoot = Callable[[Any, str], Path]
+
+
 @dataclass
 class Scene:
     lab: BackedUpLab
@@ -57,23 +73,63 @@ class Scene:
 
 
 @pytest.fixture
-def scene(backed_up_lab: BackedUpLab) -> Scene:  # noqa: F811
+def scene(backed_up_lab: BackedUpLab, monkeypatch: pytest.MonkeyPatch) -> Scene:  # noqa: F811
     """The backed-up lab host plus a Hyper-V host and the jobs an ordinary day leaves behind."""
     lab = backed_up_lab
-    hyperv = make_host("HV02", connection_kind=ConnectionKind.HYPERV, address="hv02.corp.example")
+    Datastore.objects.filter(pk=lab.lab.datastore.pk).update(name="Primary")
+    lab.lab.datastore.refresh_from_db()
+    # HV02 is not reachable from the test: its prerequisites come from a stand-in connector
+    # (the live server runs in this process, so the patch reaches its request threads).
+    hyperv_connector = FakeConnector()
+    lab_connector = Host.connector
+    monkeypatch.setattr(
+        Host,
+        "connector",
+        lambda host: (
+            hyperv_connector if host.connection_kind == ConnectionKind.HYPERV else lab_connector(host)
+        ),
+    )
+    now = timezone.now()
+    hyperv = make_host(
+        "HV02",
+        connection_kind=ConnectionKind.HYPERV,
+        address="hv02.corp.example",
+        status=HostStatus.OK,
+        os_version="Windows Server 2022 Datacenter",
+        last_inventory_at=now - timedelta(hours=3),
+    )
     for name, size in (("SQL01", 120), ("WEB01", 40), ("FILES01", 500)):
-        vm = make_vm(name, host=hyperv, os_family="windows")
+        vm = make_vm(name, host=hyperv, os_family="windows", state=VMState.RUNNING)
         VirtualDisk.objects.create(
             vm=vm,
             path=f"D:\\Hyper-V\\{name}\\{name}-disk0.vhdx",
             file_size_bytes=size * GIB // 3,
             virtual_size_bytes=size * GIB,
         )
-    now = timezone.now()
+        if name == "FILES01":
+            hyperv_connector.findings[vm.hyperv_id] = [
+                Finding(
+                    "integration-services",
+                    Severity.WARNING,
+                    "Integration services are older than the host's: backups fall back to a saved state.",
+                    "Update the integration services in the guest.",
+                )
+            ]
+    Job.objects.create(
+        kind=JobKind.INVENTORY,
+        host=lab.lab.host,
+        state=JobState.SUCCEEDED,
+        created=now - timedelta(minutes=1),
+        started=now - timedelta(minutes=1),
+        finished=now - timedelta(minutes=1) + timedelta(seconds=1),
+        duration_seconds=1,
+        message="2 virtual machines",
+    )
     Job.objects.create(
         kind=JobKind.INVENTORY,
         host=hyperv,
         state=JobState.SUCCEEDED,
+        created=now - timedelta(hours=3),
         started=now - timedelta(hours=3),
         finished=now - timedelta(hours=3) + timedelta(seconds=4),
         duration_seconds=4,
@@ -84,8 +140,9 @@ def scene(backed_up_lab: BackedUpLab) -> Scene:  # noqa: F811
         vm=lab.linux,
         group=lab.lab.group,
         state=JobState.FAILED,
-        started=now - timedelta(hours=1),
-        finished=now - timedelta(hours=1) + timedelta(seconds=12),
+        created=now - timedelta(seconds=15),
+        started=now - timedelta(seconds=14),
+        finished=now - timedelta(seconds=2),
         duration_seconds=12,
         message="Could not read the disk",
         error="The host did not answer within 30 s while the checkpoint was being created.",
@@ -96,12 +153,15 @@ def scene(backed_up_lab: BackedUpLab) -> Scene:  # noqa: F811
         vm=lab.windows,
         group=lab.lab.group,
         state=JobState.RUNNING,
+        created=now - timedelta(minutes=2),
         started=now - timedelta(minutes=2),
         bytes_total=64 * 1024 * 1024,
         bytes_done=40 * 1024 * 1024,
         rate_bytes_per_second=3.5 * 1024 * 1024,
         message="Reading LAB-HV01-WIN00.vhdx",
     )
+    # What the job runner does when a backup fails: the dashboard shows it until a job succeeds.
+    Alert.raise_alert(AlertKind.BACKUP_FAILED, failed.error, vm=lab.linux, group=lab.lab.group, job=failed)
     return Scene(lab, hyperv, failed, running)
 
 
@@ -122,7 +182,7 @@ def signed_in(page: Any, live_server: Any, django_user_model: Any) -> Any:
 
 
 @pytest.fixture
-def shoot(tmp_path: Path) -> Callable[[Any, str], Path]:
+def shoot(tmp_path: Path) -> Shoot:
     """Check the page is not broken, then save its full-page PNG (and publish it if asked)."""
 
     def take(page: Any, name: str) -> Path:
@@ -152,16 +212,17 @@ def heading(page: Any) -> str:
 # --------------------------------------------------------------------------- dashboard and protection
 
 
-def test_dashboard(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+def test_dashboard(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
     page = signed_in
     visit(page, f"{live_server.url}/")
     assert heading(page) == "Dashboard"
     assert page.get_by_test_id("protected-vms").inner_text() == "2"
     assert page.get_by_test_id("jobs-failed").inner_text() == "1"
+    assert "Backup failed" in page.get_by_test_id("alerts").inner_text()
     shoot(page, "dashboard")
 
 
-def test_protection_overview(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+def test_protection_overview(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
     page = signed_in
     visit(page, f"{live_server.url}/protection/")
     assert heading(page) == "Protection"
@@ -171,7 +232,7 @@ def test_protection_overview(signed_in: Any, live_server: Any, scene: Scene, sho
     shoot(page, "protection-overview")
 
 
-def test_host_page(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+def test_host_page(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
     page = signed_in
     visit(page, f"{live_server.url}{scene.lab.lab.host.get_absolute_url()}")
     assert "LAB-HV01" in heading(page)
@@ -180,7 +241,7 @@ def test_host_page(signed_in: Any, live_server: Any, scene: Scene, shoot: Callab
     shoot(page, "host")
 
 
-def test_vm_page(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+def test_vm_page(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
     page = signed_in
     vm = scene.lab.linux
     visit(page, f"{live_server.url}{vm.get_absolute_url()}")
@@ -190,9 +251,7 @@ def test_vm_page(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable
     shoot(page, "vm")
 
 
-def test_protection_group_wizard(
-    signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]
-) -> None:
+def test_protection_group_wizard(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
     page = signed_in
     draft: ProtectionGroupDraft = start_draft(page.user)
     visit(page, f"{live_server.url}/protection/wizard/{draft.pk}/members/")
@@ -216,14 +275,34 @@ def test_protection_group_wizard(
 # --------------------------------------------------------------------------- adding a Hyper-V host
 
 
-def test_add_host_hyperv_form(signed_in: Any, live_server: Any, shoot: Callable[..., Path]) -> None:
+def test_add_host_form_shows_only_the_fields_that_apply(
+    signed_in: Any, live_server: Any, shoot: Shoot
+) -> None:
     page = signed_in
     visit(page, f"{live_server.url}/protection/hosts/add/")
     assert heading(page) == "Add host"
+    # A lab host is a folder on this server: nothing about WinRM or credentials applies.
+    assert page.get_by_label("Connection").input_value() == "lab"
+    assert page.get_by_label("Address").is_visible()
+    for label in ("Protocol", "CA certificate (PEM)", "Authentication", "User name", "Password"):
+        assert page.get_by_label(label, exact=True).is_hidden(), label
+    shoot(page, "host-add-lab")
+
     page.get_by_label("Connection").select_option("hyperv")
-    for label in ("Address", "Protocol", "Port", "CA certificate (PEM)", "User name", "Password"):
+    password_fields = ("User name", "Password")
+    certificate_fields = ("Client certificate (PEM)", "Client certificate's private key (PEM, not encrypted)")
+    for label in ("Address", "Protocol", "Port", "CA certificate (PEM)", "Authentication", *password_fields):
         assert page.get_by_label(label, exact=True).is_visible(), label
+    for label in certificate_fields:
+        assert page.get_by_label(label, exact=True).is_hidden(), label
     shoot(page, "host-add-hyperv")
+
+    page.get_by_label("Authentication").select_option("certificate")
+    for label in certificate_fields:
+        assert page.get_by_label(label, exact=True).is_visible(), label
+    for label in password_fields:
+        assert page.get_by_label(label, exact=True).is_hidden(), label
+    shoot(page, "host-add-hyperv-certificate")
 
 
 def fill_hyperv_form(page: Any, w: Wired, password: str) -> None:
@@ -244,7 +323,7 @@ def test_hyperv_connection_works(
     signed_in: Any,
     live_server: Any,
     wire: Callable[..., Wired],  # noqa: F811
-    shoot: Callable[..., Path],
+    shoot: Shoot,
 ) -> None:
     page = signed_in
     visit(page, f"{live_server.url}/protection/hosts/add/")
@@ -259,7 +338,7 @@ def test_hyperv_connection_with_a_wrong_password(
     signed_in: Any,
     live_server: Any,
     wire: Callable[..., Wired],  # noqa: F811
-    shoot: Callable[..., Path],
+    shoot: Shoot,
 ) -> None:
     page = signed_in
     visit(page, f"{live_server.url}/protection/hosts/add/")
@@ -273,7 +352,7 @@ def test_hyperv_connection_with_a_wrong_password(
 # --------------------------------------------------------------------------- monitoring
 
 
-def test_job_list(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+def test_job_list(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
     page = signed_in
     visit(page, f"{live_server.url}/protection/jobs/")
     assert heading(page) == "Monitoring: jobs"
@@ -283,7 +362,7 @@ def test_job_list(signed_in: Any, live_server: Any, scene: Scene, shoot: Callabl
     shoot(page, "job-list")
 
 
-def test_job_detail(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+def test_job_detail(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
     page = signed_in
     visit(page, f"{live_server.url}/protection/jobs/{scene.failed.pk}/")
     assert page.locator("#job-status .state").inner_text() == "Failed"
@@ -297,7 +376,7 @@ def test_job_detail(signed_in: Any, live_server: Any, scene: Scene, shoot: Calla
 # --------------------------------------------------------------------------- recovery and storage
 
 
-def test_recovery_overview(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+def test_recovery_overview(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
     page = signed_in
     visit(page, f"{live_server.url}/recovery/")
     assert heading(page) == "Recovery"
@@ -310,7 +389,7 @@ def test_recovery_overview(signed_in: Any, live_server: Any, scene: Scene, shoot
     shoot(page, "recovery-calendar")
 
 
-def test_recovery_wizard(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+def test_recovery_wizard(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
     page = signed_in
     draft = make_draft(page.user, scene.lab.windows_point, step=WizardStep.REVIEW)
     visit(page, f"{live_server.url}/recovery/drafts/{draft.pk}/")
@@ -321,7 +400,7 @@ def test_recovery_wizard(signed_in: Any, live_server: Any, scene: Scene, shoot: 
     shoot(page, "recovery-wizard-type")
 
 
-def test_storage(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable[..., Path]) -> None:
+def test_storage(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
     page = signed_in
     visit(page, f"{live_server.url}/storage/")
     assert heading(page) == "Storage"
@@ -329,3 +408,10 @@ def test_storage(signed_in: Any, live_server: Any, scene: Scene, shoot: Callable
     shoot(page, "storage")
     visit(page, f"{live_server.url}/storage/{scene.lab.lab.datastore.pk}/")
     shoot(page, "datastore")
+
+
+def test_management(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
+    page = signed_in
+    visit(page, f"{live_server.url}/management/")
+    assert heading(page) == "Management"
+    shoot(page, "management")
