@@ -87,7 +87,8 @@ class ConnectionForm(forms.Form):
         label="CA certificate (PEM)",
         required=False,
         help_text="The certificate of the CA that issued the host's WinRM certificate (or the "
-        "self-signed certificate itself). Without it, the system's trusted CAs are used.",
+        "self-signed certificate itself). Without it only public CAs are trusted (the bundle the WinRM "
+        "client ships), so upload it for an enterprise or self-signed certificate.",
     )
     client_certificate = forms.FileField(label="Client certificate (PEM)", required=False)
     client_key = forms.FileField(
