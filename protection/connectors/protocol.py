@@ -264,6 +264,12 @@ class BackupSession(Protocol):
         """FILE ranges whose content need not be kept (guest page/hibernation files)."""
         ...
 
+    def bytes_read_from_host(self) -> int | None:
+        """Bytes this session has read from the host over the network (file data, read-ahead
+        and the disk structures read to map changes), or None when the files are read where
+        they are and the engine's own count is the figure."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RestoreTarget:
@@ -312,6 +318,16 @@ class Connector(Protocol):
     def begin_backup(self, vm_id: str, consistency_wanted: Consistency) -> BackupSession: ...
 
     def end_backup(self, session: BackupSession, ok: bool) -> dict[str, str]: ...
+
+    def release_references(self, vm_id: str, references: Mapping[str, str]) -> list[str]:
+        """Release the previous backup's change-tracking references (file name -> reference),
+        no longer needed now that a newer recovery point is committed.
+
+        Called only after that commit, so a crash before it leaves the older reference
+        usable. Never raises for a reference that cannot be released: returns notes for
+        the job log, a failure among them as a warning (the new point is already safe).
+        """
+        ...
 
     def check_restore_target(
         self, vm_id: str, target: RestoreTarget, file_names: Sequence[str]

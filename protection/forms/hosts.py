@@ -109,6 +109,13 @@ class ConnectionForm(forms.Form):
         max_length=1024,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
+    smb_port = forms.IntegerField(
+        label="Port for the file shares",
+        required=False,
+        min_value=1,
+        max_value=65535,
+        help_text="Leave empty for SMB's port 445.",
+    )
 
     def clean_address(self) -> str:
         address = self.cleaned_data["address"].strip()
@@ -189,6 +196,7 @@ class ConnectionForm(forms.Form):
             "ca_pem": data.get("ca_certificate", ""),
             "smb_username": data.get("smb_user_name", ""),
             "smb_password": data.get("smb_password", ""),
+            "smb_port": data.get("smb_port"),
         }
         return {key: value for key, value in values.items() if value}
 
@@ -215,6 +223,7 @@ class HostForm(ConnectionForm):
         "ca_certificate",
         "smb_user_name",
         "smb_password",
+        "smb_port",
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -53,6 +53,16 @@ class BackupOutcome:
     notes: list[str] = field(default_factory=list)
     damaged_chunks: int = 0
     differing_chunks: int = 0
+    # The change-tracking references this backup started from, released once it is committed.
+    previous_refs: dict[str, str] = field(default_factory=dict)
+    # Read from the host's files (over the wire for a remote host); None: the engine's count.
+    bytes_read_from_host: int | None = None
+
+    @property
+    def host_bytes_read(self) -> int:
+        if self.bytes_read_from_host is None:
+            return self.point.bytes_read
+        return self.bytes_read_from_host
 
     def as_result(self) -> dict[str, Any]:
         return {
@@ -63,6 +73,7 @@ class BackupOutcome:
             "change_tracking_used": self.change_tracking_used,
             "bytes_total": self.point.total_bytes,
             "bytes_read": self.point.bytes_read,
+            "bytes_read_from_host": self.host_bytes_read,
             "bytes_stored": self.point.bytes_new,
             "damaged_chunks": self.damaged_chunks,
             "differing_chunks": self.differing_chunks,
@@ -111,6 +122,11 @@ def run_backup_job(context: JobContext) -> dict[str, Any]:
         raise
 
     _record_point(context, engine, datastore_row, vm, source, outcome)
+    _release_previous_references(vm, outcome)
+    context.log(
+        f"Read {outcome.host_bytes_read} bytes ({outcome.host_bytes_read / (1024 * 1024):.1f} MiB) "
+        f"from {vm.host.name if not import_path else 'the offline media'}."
+    )
     for note in outcome.notes:
         context.log(note)
     if kind == JobKind.INITIAL_REPLICA and import_path:
@@ -186,6 +202,7 @@ def _backup_from_host(
             refs = {}
         for event in session.events[events_logged:]:
             context.log(event)
+    host_bytes = session.bytes_read_from_host()
     source.change_tracking_refs = {"point_id": point.id, "refs": refs}
     differing = _differing_chunks(engine, parent_id, point) if kind == JobKind.CONSISTENCY_CHECK else 0
     if session.offline:
@@ -199,7 +216,23 @@ def _backup_from_host(
         notes=notes,
         damaged_chunks=damaged,
         differing_chunks=differing,
+        bytes_read_from_host=host_bytes,
+        previous_refs={name: ref for name, ref in tracking.get("refs", {}).items() if refs.get(name) != ref},
     )
+
+
+def _release_previous_references(vm: VirtualMachine, outcome: BackupOutcome) -> None:
+    """After the commit (and the new references are stored), the previous ones can go.
+
+    Never fails the job: the new recovery point is already committed, and a reference
+    left on the host costs it only a little change-tracking bookkeeping."""
+    if not outcome.previous_refs:
+        return
+    try:
+        notes = vm.host.connector().release_references(vm.hyperv_id, outcome.previous_refs)
+    except Exception as error:  # a connector bug or a lost host must not undo a committed backup
+        notes = [f"Warning: the previous change-tracking references could not be released: {error}"]
+    outcome.notes.extend(notes)
 
 
 def _sources(
@@ -354,6 +387,8 @@ def _summary(outcome: BackupOutcome) -> str:
     )
     if outcome.change_tracking_used:
         text += " (change tracking)"
+    if outcome.bytes_read_from_host is not None:
+        text += f", {outcome.bytes_read_from_host / mib:.1f} MiB over the network"
     if outcome.point_kind == RecoveryPointKind.CONSISTENCY_CHECK:
         if outcome.damaged_chunks or outcome.differing_chunks:
             text += (

@@ -14,18 +14,15 @@ stop-polling status) and reads the database only to cross-check the figures the 
 from __future__ import annotations
 
 import re
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from backupsite.core.models import ACTIVE_STATES, Job, JobKind, JobState
-from backupsite.core.permissions import Role
+from backupsite.core.models import Job, JobKind, JobState
 from protection.connectors.lab.connector import LabConnector
 from protection.connectors.lab.guest import churn
 from protection.connectors.lab.host import create_lab_host
@@ -33,19 +30,25 @@ from protection.models import ProtectedDataSource, RecoveryPoint, ReplicaState, 
 from protection.scheduler import tick
 from storage.engine.chunks import ZERO_DIGEST
 from storage.models import Datastore
+from tests.browser.helpers import (
+    Clock,
+    flashed_job_numbers,
+    protect_with_wizard,
+    reload_until,
+    sign_in_as_administrator,
+    wait_for_job_page,
+    wait_until_idle,
+)
 from tests.browser.workers import WorkerCluster
 from tests.protection.conftest import restore_and_compare
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 MiB = 1024 * 1024
-PASSWORD = "an-end-to-end-browser-test-password"
 HOST = "LAB-E2E"
 WINDOWS = "LAB-E2E-WIN00"
 LINUX = "LAB-E2E-LNX01"
 GROUP = "Gold E2E"
-JOB_TIMEOUT_MS = 40_000
-FINISHED = re.compile(r"^(Succeeded|Failed|Cancelled)$")
 READ_FIGURES = re.compile(r"read ([\d.]+) MiB of ([\d.]+) MiB")
 REPAIRED = re.compile(r"repaired the replica: (\d+) damaged and (\d+) differing chunk\(s\)")
 NOTHING_TO_REPAIR = "the replica was consistent, nothing to repair"
@@ -57,78 +60,6 @@ DAMAGED_CHUNK_FILES = 3
 # chunks) a sync reads 9 MiB, just over half: that ratio says more about how little data a
 # 64 MiB lab disk holds next to its fixed VHDX structure than about change tracking.
 CHURN_PERCENT = 0.25
-
-
-class Clock:
-    """Wall-clock seconds of each phase, printed at the end (``-s`` shows them)."""
-
-    def __init__(self) -> None:
-        self.begun = self.last = time.monotonic()
-        self.phases: list[tuple[str, float]] = []
-        self.figures: dict[str, object] = {}
-
-    def lap(self, phase: str) -> None:
-        now = time.monotonic()
-        self.phases.append((phase, now - self.last))
-        self.last = now
-
-    def report(self) -> str:
-        lines = [f"  {phase:<42} {seconds:6.1f} s" for phase, seconds in self.phases]
-        lines.append(f"  {'total (test body)':<42} {time.monotonic() - self.begun:6.1f} s")
-        lines += [f"  {name} = {value}" for name, value in self.figures.items()]
-        return "\n".join(lines)
-
-
-def sign_in_as_administrator(page: Any, live_server: Any, django_user_model: Any) -> None:
-    user = django_user_model.objects.create_user(username="e2e-admin", password=PASSWORD)
-    # get_or_create: transactional tests flush the groups the roles migration made.
-    user.groups.add(Group.objects.get_or_create(name=Role.ADMINISTRATOR.value)[0])
-    page.goto(f"{live_server.url}/")
-    page.get_by_label("User name").fill("e2e-admin")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{live_server.url}/")
-
-
-def flashed_job_numbers(page: Any) -> list[int]:
-    text = page.locator(".flash-success").first.inner_text()
-    return [int(number) for number in re.findall(r"#(\d+)", text)]
-
-
-def wait_for_job_page(page: Any, live_server: Any, job_id: int) -> str:
-    """Open the job page and let htmx poll it until the job has finished; returns its message."""
-    page.goto(f"{live_server.url}/protection/jobs/{job_id}/")
-    state = page.locator("#job-status .state")
-    expect(state).to_have_text(FINISHED, timeout=JOB_TIMEOUT_MS)
-    if state.inner_text() != "Succeeded":
-        error = page.get_by_test_id("job-error")
-        details = error.inner_text() if error.count() else page.get_by_test_id("job-log").inner_text()
-        raise AssertionError(f"job #{job_id} ended {state.inner_text()}: {details}")
-    # Finished: the server answered "stop polling" and htmx stopped polling, so the section lost its trigger.
-    expect(page.locator("#job-status")).not_to_have_attribute("hx-get", re.compile(".*"))
-    return str(page.get_by_test_id("job-message").inner_text())
-
-
-def reload_until(page: Any, locator: Any, timeout: float = 30.0) -> None:
-    """Reload the page until ``locator`` matches something (pages without polling)."""
-    deadline = time.monotonic() + timeout
-    while not locator.count():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{locator} did not appear within {timeout:.0f} s on {page.url}")
-        page.wait_for_timeout(500)
-        page.reload()
-
-
-def wait_until_idle(cluster: WorkerCluster, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while Job.objects.filter(state__in=ACTIVE_STATES).exists():
-        cluster.check_alive()
-        if time.monotonic() > deadline:
-            active = list(
-                Job.objects.filter(state__in=ACTIVE_STATES).values("pk", "kind", "state", "message")
-            )
-            raise AssertionError(f"jobs still active after {timeout:.0f} s: {active}")
-        time.sleep(0.25)
 
 
 def damage_replica(datastore: Datastore, point_id: str, file_name: str, count: int) -> list[Path]:
@@ -214,59 +145,7 @@ def scenario(
     clock.lap("add host, inventory on the worker")
 
     # --- Create the protection group through the 7 wizard steps ---------------------------
-    page.get_by_role("link", name="Protection", exact=True).click()
-    page.get_by_role("button", name="Create protection group").click()
-    step = page.locator("#wizard h2")
-    expect(step).to_have_text("Step 1 of 7: Select group members")
-    page.get_by_label(WINDOWS).check()
-    page.get_by_label(LINUX).check()
-    next_button = page.get_by_role("button", name="Next")
-    next_button.click()
-
-    expect(step).to_have_text("Step 2 of 7: Data protection method")
-    page.get_by_label("Group name").fill(GROUP)
-    page.get_by_label("Short-term protection on disk").check()
-    next_button.click()
-
-    expect(step).to_have_text("Step 3 of 7: Short-term goals")
-    page.get_by_label("Retention range (days)").fill("5")
-    page.get_by_label("Synchronization frequency").select_option(label="Every 15 minutes")
-    page.get_by_label("Recovery point times").fill(slot.strftime("%H:%M"))
-    for day in page.locator("input[name=recovery_point_days]").all():
-        day.check()
-    next_button.click()
-
-    expect(step).to_have_text("Step 4 of 7: Review disk allocation")
-    page.get_by_label("Datastore").select_option(label="Default")
-    # A change re-estimates over htmx and swaps only the figures.
-    provision = page.get_by_test_id("provision")
-    expect(provision).not_to_have_text("")
-    before = provision.inner_text()
-    page.get_by_label("Daily change rate (%)").fill("40")
-    page.get_by_label("Daily change rate (%)").press("Tab")
-    expect(provision).not_to_have_text(before)
-    # Typing while a re-estimate is in flight is kept, and Next straight after typing moves on.
-    page.get_by_label("Daily change rate (%)").fill("3")
-    next_button.click()
-
-    expect(step).to_have_text("Step 5 of 7: Replica creation method")
-    page.get_by_label("Over the network, now").check()
-    next_button.click()
-
-    expect(step).to_have_text("Step 6 of 7: Consistency check options")
-    page.get_by_label("Run a consistency check when a replica becomes inconsistent").check()
-    page.get_by_label("Also run a consistency check every day at").fill("")
-    next_button.click()
-
-    expect(step).to_have_text("Step 7 of 7: Summary")
-    expect(page.get_by_test_id("summary-members")).to_contain_text(WINDOWS)
-    expect(page.get_by_test_id("summary-members")).to_contain_text(LINUX)
-    expect(page.get_by_test_id("summary-name")).to_have_text(GROUP)
-    expect(page.locator("section.summary")).to_contain_text(f"{slot:%H:%M} every day")
-    expect(page.locator("section.summary")).to_contain_text("daily change rate 3.0 %")
-    page.get_by_role("button", name="Create group").click()
-    page.wait_for_url(re.compile(r"/protection/groups/\d+/$"))
-    expect(page.locator(".flash-success")).to_contain_text(f"Protection group {GROUP} created.")
+    protect_with_wizard(page, [WINDOWS, LINUX], GROUP, slot)
     group_url = page.url
     clock.lap("wizard, 7 steps")
 

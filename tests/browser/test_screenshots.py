@@ -309,7 +309,7 @@ def fill_hyperv_form(page: Any, w: Wired, password: str) -> None:
     page.get_by_label("Name", exact=True).fill("HV07")
     page.get_by_label("Connection").select_option("hyperv")
     page.get_by_label("Address").fill("127.0.0.1")
-    page.get_by_label("Port").fill(str(w.endpoint.port))
+    page.get_by_label("Port", exact=True).fill(str(w.endpoint.port))
     page.get_by_label("CA certificate (PEM)").set_input_files(
         files=[{"name": "ca.pem", "mimeType": "application/x-pem-file", "buffer": w.endpoint.ca_pem.encode()}]
     )

@@ -11,8 +11,9 @@ import pytest
 
 from backupsite.core.jobs.runner import run_job
 from backupsite.core.models import Job, JobKind, JobState
-from protection.connectors import Consistency
+from protection.connectors import ChangeTrackingLost, Consistency
 from protection.connectors.lab.guest import churn
+from protection.connectors.lab.rct import RCTJournal
 from protection.models import (
     Alert,
     AlertKind,
@@ -267,3 +268,43 @@ def test_cancelled_backups_commit_nothing_and_say_cancelled(protected_lab: Prote
     assert lab.source(vm).replica_state == ReplicaState.OK
     # The checkpoint was released: the next backup works.
     assert run(JobKind.SYNCHRONIZATION, lab, vm).state == JobState.SUCCEEDED
+
+
+def test_previous_references_are_released_only_after_a_commit(protected_lab: ProtectedLab) -> None:
+    lab = protected_lab
+    vm = lab.linux
+    disk = lab.disk(vm)
+    journal = RCTJournal(disk)
+    assert run(JobKind.INITIAL_REPLICA, lab, vm).state == JobState.SUCCEEDED
+    (first_ref,) = lab.source(vm).change_tracking_refs["refs"].values()
+
+    # A failed synchronization keeps the reference it started from usable.
+    hidden = disk.with_suffix(".hidden")
+    disk.rename(hidden)
+    assert run(JobKind.SYNCHRONIZATION, lab, vm).state == JobState.FAILED
+    hidden.rename(disk)
+    journal.changes_since(first_ref)
+    # So does a cancelled one.
+    cancelled = Job.objects.create(
+        kind=JobKind.SYNCHRONIZATION, vm=vm, group=lab.group, cancel_requested=True
+    )
+    run_job(cancelled.pk)
+    cancelled.refresh_from_db()
+    assert cancelled.state == JobState.CANCELLED
+    journal.changes_since(first_ref)
+
+    churn(lab.connector.vm_config(vm.hyperv_id), 0.5, seed=3)
+    check = run(JobKind.CONSISTENCY_CHECK, lab, vm)  # the failure left the replica inconsistent
+    assert check.state == JobState.SUCCEEDED, check.traceback
+    assert "previous change-tracking reference released" in check.log
+    with pytest.raises(ChangeTrackingLost):
+        journal.changes_since(first_ref)
+    (second_ref,) = lab.source(vm).change_tracking_refs["refs"].values()
+    # The newer reference still drives incrementals.
+    churn(lab.connector.vm_config(vm.hyperv_id), 0.5, seed=4)
+    sync = run(JobKind.SYNCHRONIZATION, lab, vm)
+    assert sync.state == JobState.SUCCEEDED and sync.result["change_tracking_used"] is True
+    assert f"Read {sync.result['bytes_read']} bytes" in sync.log
+    assert sync.result["bytes_read_from_host"] == sync.result["bytes_read"]
+    with pytest.raises(ChangeTrackingLost):
+        journal.changes_since(second_ref)

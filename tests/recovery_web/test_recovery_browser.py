@@ -4,8 +4,6 @@ throttling and the email at the end, all for real."""
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +12,12 @@ from django.contrib.auth.models import Group
 from django.test import override_settings
 from django.utils import timezone
 
-from backupsite.core.models import Job, JobKind, JobState
 from backupsite.core.permissions import Role
 from protection.connectors.lab.guest import churn
 from protection.connectors.lab.host import write_host_json
 from protection.models import ConnectionKind, Host, VirtualMachine
 from recovery.services.browse import volumes
+from tests.browser.helpers import next_step, recover_and_wait, same_disk
 from tests.recovery_web.conftest import (
     BackedUpLab,
     SMTPServer,
@@ -58,27 +56,6 @@ def open_point_in_calendar(page: Any, vm: VirtualMachine, lab: BackedUpLab) -> N
     row.get_by_role("button", name="Recover").click()
     page.wait_for_url("**/recovery/drafts/*/")
     assert vm.name in page.get_by_test_id("review-vm").inner_text()
-
-
-def next_step(page: Any, heading: str) -> None:
-    page.get_by_role("button", name="Next").click()
-    page.get_by_role("heading", name=heading).wait_for()
-
-
-def recover_and_wait(page: Any) -> tuple[Job, float]:
-    started = time.monotonic()
-    page.get_by_test_id("recover-button").click()
-    page.wait_for_url("**/recovery/jobs/*/", timeout=60_000)
-    page.wait_for_function("document.querySelector('.state').innerText === 'Succeeded'", timeout=60_000)
-    elapsed = time.monotonic() - started
-    job = Job.objects.get(pk=int(page.url.rstrip("/").rsplit("/", 1)[-1]))
-    assert job.kind == JobKind.RECOVERY and job.state == JobState.SUCCEEDED, job.traceback
-    return job, elapsed
-
-
-def same_disk(left: Path, right: Path) -> None:
-    subprocess.run(["cmp", str(left), str(right)], check=True)
-    subprocess.run(["qemu-img", "compare", "-q", str(left), str(right)], check=True)
 
 
 def test_recover_to_the_original_instance(

@@ -12,6 +12,7 @@ The host's stored credentials (``Host.credentials``, encrypted at rest) are a di
     ca_pem                   the CA that issued the host's WinRM certificate (else the system's)
     smb_username, smb_password   for the admin share when they differ (always needed
                              with certificate auth, which WinRM maps but SMB cannot use)
+    smb_port                 the file shares' port when it is not 445
 """
 
 from __future__ import annotations
@@ -198,6 +199,34 @@ class HyperVConnector:
             raise ConnectorError("This backup session was not started by a Hyper-V connector.")
         return session.end_hyperv_backup(backup, ok)
 
+    def release_references(self, vm_id: str, references: Mapping[str, str]) -> list[str]:
+        """Destroy the reference point(s) behind the previous backup's RCT ids.
+
+        One reference point covers every disk of the VM, so the distinct points are
+        destroyed once each. A reference point left behind costs the host a little RCT
+        bookkeeping, never a backup: failures become warning notes."""
+        notes: list[str] = []
+        points: dict[str, str] = {}  # reference point id -> one reference naming it
+        for name, reference in sorted(references.items()):
+            try:
+                points.setdefault(session.Reference.decode(reference).reference_point_id, reference)
+            except ConnectorError:
+                notes.append(f"Warning: {name}: {reference!r} names no reference point of this host; kept.")
+        for point_id, reference in points.items():
+            try:
+                destroyed = session.destroy_reference(self.transport, vm_id, reference)
+            except ConnectorError as error:
+                notes.append(
+                    f"Warning: the previous reference point {point_id} could not be destroyed ({error}); "
+                    "it is harmless and can be removed later."
+                )
+                continue
+            if destroyed:
+                notes.append(f"Previous reference point {point_id} destroyed.")
+            else:
+                notes.append(f"Previous reference point {point_id} was already gone.")
+        return notes
+
     def check_restore_target(
         self, vm_id: str, target: RestoreTarget, file_names: Sequence[str]
     ) -> list[Finding]:
@@ -217,4 +246,5 @@ def smb_settings(address: str, credentials: Mapping[str, Any]) -> SMBSettings | 
         password = str(credentials.get("password") or "")
     if not username or not password:
         return None
-    return SMBSettings(server=address, username=username, password=password)
+    port = int(credentials.get("smb_port") or 445)
+    return SMBSettings(server=address, username=username, password=password, port=port)

@@ -120,6 +120,7 @@ class HyperVBackupSession:
         self._layouts: dict[str, VhdxLayout] = {}
         self._excluded: dict[str, list[Range]] = {}
         self.lookup_bytes = 0  # read over SMB to find the guest's paging files
+        self._bytes_at_start = smb.bytes_read.value  # the client may have served others before
 
     # ------------------------------------------------------------------ files
 
@@ -202,6 +203,11 @@ class HyperVBackupSession:
                     "excluded from incremental reads"
                 )
         return list(self._excluded[file_name])
+
+    def bytes_read_from_host(self) -> int:
+        """Payload bytes received over SMB by this session: what the engine asked for, the
+        read-ahead around it, and the VHDX structures read to map RCT ranges."""
+        return self.smb.bytes_read.value - self._bytes_at_start
 
     # ------------------------------------------------------------------ end
 

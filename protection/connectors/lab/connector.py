@@ -121,6 +121,17 @@ class LabConnector:
             raise ConnectorError("This session was not opened by a lab connector.")
         return session.finish(ok)
 
+    def release_references(self, vm_id: str, references: Mapping[str, str]) -> list[str]:
+        """Drop the journal generations up to each previous reference (see rct.py):
+        the lab's journal then holds only what the newest reference needs, as Hyper-V
+        keeps RCT data only for the reference points that still exist."""
+        try:
+            return lab_session.release_lab_references(
+                self.vm_config(vm_id), references, self.host_config().rct_history, self.lock_wait_seconds
+            )
+        except ConnectorError as error:
+            return [f"Warning: the previous change-tracking references were kept: {error}"]
+
     # ------------------------------------------------------------------ restore
 
     def check_restore_target(

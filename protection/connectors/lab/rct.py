@@ -143,6 +143,22 @@ class RCTJournal:
         for g in closed[: max(0, len(closed) - self.history)]:
             del data["generations"][str(g)]
 
+    def release(self, reference: str) -> bool:
+        """Forget ``reference`` and every older generation (Hyper-V destroying the
+        reference point): only ids newer than it stay usable. False when it was unknown
+        (another epoch, already purged or released)."""
+        match = _ID_RE.match(reference.strip().lower())
+        data = self.load()
+        if not match or data is None or match.group(1) != data["tracking_id"]:
+            return False
+        gen = int(match.group(2))
+        if gen >= data["generation"] or "size" not in data["generations"].get(str(gen), {}):
+            return False  # never closed: not a reference this journal handed out
+        for g in [g for g in data["generations"] if int(g) <= gen]:
+            del data["generations"][g]
+        self._save(data)
+        return True
+
     def current_id(self) -> str | None:
         data = self.load()
         if data is None:

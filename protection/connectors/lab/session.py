@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import BinaryIO
@@ -133,6 +133,10 @@ class LabBackupSession:
                 )
         return list(self._excluded[file_name])
 
+    def bytes_read_from_host(self) -> None:
+        """The lab's files are local: the engine's count of bytes read is the figure."""
+        return None
+
     # ------------------------------------------------------------------ end
 
     def _check_open(self) -> None:
@@ -234,3 +238,21 @@ def _saved_state_checkpoint(session: LabBackupSession, folder: Path) -> None:
     finally:
         update_vm_json(folder, state=VMState.RUNNING.value)
     session.events.append(f"VM resumed after {time.monotonic() - started:.2f} s in saved state")
+
+
+def release_lab_references(
+    cfg: config.LabVMConfig, references: Mapping[str, str], history: int, lock_wait_seconds: float
+) -> list[str]:
+    """Release the previous backup's RCT ids (file name -> id) in the disks' journals."""
+    notes: list[str] = []
+    root = cfg.folder.resolve()
+    # Under the VM's lock: a guest write rewrites the same journal.
+    with VMLock(cfg.folder, "releasing change-tracking references").acquire(lock_wait_seconds):
+        for name, reference in sorted(references.items()):
+            disk = (cfg.folder / name).resolve()
+            if not disk.is_relative_to(root) or not disk.is_file():
+                notes.append(f"Warning: {name} is no longer a disk of {cfg.name}; its reference was kept.")
+                continue
+            if RCTJournal(disk, history).release(reference):
+                notes.append(f"{name}: previous change-tracking reference released.")
+    return notes

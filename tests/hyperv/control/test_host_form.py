@@ -75,7 +75,8 @@ def test_add_hyperv_host_stores_everything_encrypted_and_reads_inventory(
     w = wire()
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
-            ADD, form_data(w, smb_user_name="HV07\\reader", smb_password="smb-" + PASSWORD)
+            ADD,
+            form_data(w, smb_user_name="HV07\\reader", smb_password="smb-" + PASSWORD, smb_port="1445"),
         )
     host = Host.objects.get(name="HV07")
     assert response.status_code == 302 and host.connection_kind == "hyperv"
@@ -88,7 +89,9 @@ def test_add_hyperv_host_stores_everything_encrypted_and_reads_inventory(
         "ca_pem": w.endpoint.ca_pem,
         "smb_username": "HV07\\reader",
         "smb_password": "smb-" + PASSWORD,
+        "smb_port": 1445,
     }
+    assert host.connector().smb.port == 1445  # type: ignore[attr-defined]
     raw = Host.objects.filter(pk=host.pk).values_list("credentials_encrypted", flat=True).get()
     assert PASSWORD not in raw and "BEGIN CERTIFICATE" not in raw
     job = Job.objects.get(kind=JobKind.INVENTORY, host=host)
