@@ -26,6 +26,7 @@ from recovery.services.browse import PointUnavailable, open_point
 from recovery.throttle import Throttle
 from storage.engine import EngineError
 
+POINT_UNREADABLE = "point-unreadable"
 MAX_PATH = 260  # Hyper-V cannot register a VM whose file paths reach this length
 
 
@@ -68,7 +69,7 @@ def check_target(vm: VirtualMachine, point: RecoveryPoint, where: VMTarget) -> l
     try:
         names = point_file_names(point)
     except PointUnavailable as error:
-        return [Finding("point-unreadable", Severity.ERROR, str(error), "Choose another recovery point.")]
+        return [Finding(POINT_UNREADABLE, Severity.ERROR, str(error), "Choose another recovery point.")]
     try:
         return where.host.connector().check_restore_target(vm.hyperv_id, where.target, names)
     except ConnectorError as error:
@@ -79,7 +80,9 @@ def refusal(findings: list[Finding], recovery_type: str) -> str:
     """The explanation shown (and logged) when a destination is refused."""
     errors = [f for f in findings if f.severity == Severity.ERROR]
     text = " ".join(f"{f.message} {f.fix}".strip() for f in errors)
-    if recovery_type == RecoveryType.ORIGINAL and "alternate" not in text.lower():
+    # Another location does not help when the point itself cannot be read.
+    point_unreadable = any(f.code == POINT_UNREADABLE for f in errors)
+    if recovery_type == RecoveryType.ORIGINAL and "alternate" not in text.lower() and not point_unreadable:
         text += " You can recover the VM to an alternate location (any host) instead."
     return text
 
