@@ -1,12 +1,20 @@
 """Datastores: the deduplicated chunk stores on this server's disks.
 
 The engine's ``format.json`` is the source of truth for a store's settings (chunk
-size, encryption): a row validates with the engine's own rule, hands its settings to
-the engine when the store is created, and mirrors format.json whenever it is opened.
+size, encryption) and its identity (``uuid``): a row validates with the engine's own
+rule, hands its settings to the engine when the store is created, and mirrors
+format.json whenever it is opened.
+
+A store is created only on purpose (``Datastore.objects.create_with_store``, the
+``create-datastore`` command, first-run ``bootstrap``). Opening never creates one:
+a folder without the store the row expects (an unmounted volume, another volume
+mounted there, a renamed folder) raises ``DatastoreUnavailable``, so a backup can
+never land in a fresh empty store on the root disk.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import NamedTuple
@@ -19,6 +27,7 @@ from django.utils import timezone
 
 from storage.engine import Datastore as EngineDatastore
 from storage.engine import DatastoreNotFound, EngineError, Settings, check_chunk_size, read_settings
+from storage.engine.format import DEFAULT_CHUNK
 
 MIB = 1024 * 1024
 
@@ -30,8 +39,23 @@ ENCRYPTION_UNAVAILABLE = (
 )
 
 
-class EncryptionUnavailable(EngineError):
-    """A datastore row asks for encryption the server cannot provide."""
+class DatastoreUnavailable(EngineError):
+    """The store a row names is not usable where it should be; nothing was written.
+
+    The message says what to check. Jobs catch it to fail with an alert.
+    """
+
+
+class DatastoreMissing(DatastoreUnavailable):
+    """No store at the path: the folder is missing, empty, or has no format.json."""
+
+
+class DatastoreReplaced(DatastoreUnavailable):
+    """The path holds a store, but not the one this row was created with."""
+
+
+class DatastoreReadOnly(DatastoreUnavailable):
+    """The store is there but its volume cannot be written."""
 
 
 def validate_chunk_size(value: int) -> None:
@@ -52,10 +76,38 @@ class DatastoreQuerySet(models.QuerySet["Datastore"]):
     def total_used_bytes(self) -> int:
         return int(self.aggregate(total=Sum("used_bytes"))["total"] or 0)
 
+    def create_with_store(self, name: str, path: str, chunk_size: int = DEFAULT_CHUNK) -> Datastore:
+        """The explicit way to make a datastore: a new engine store at ``path``, then its row.
+
+        Validates first, so nothing is written for a bad name, path or chunk size; the
+        engine refuses a folder that already holds files.
+        """
+        datastore = self.model(name=name, path=str(Path(path).absolute()), chunk_size=chunk_size)
+        datastore.full_clean()
+        engine = EngineDatastore.create(datastore.path, chunk_size=chunk_size, key=None)
+        datastore.uuid = engine.settings.uuid
+        datastore.save(force_insert=True)
+        return datastore
+
+    def register_existing(self, name: str, path: str) -> Datastore:
+        """A row for a store that already exists at ``path`` (e.g. after the database was
+        reset): it takes the store's settings and id from its format.json."""
+        settings = read_settings(path)  # DatastoreNotFound when there is none
+        return self.create(
+            name=name,
+            path=str(Path(path).absolute()),
+            chunk_size=settings.chunk_size,
+            encrypted=settings.encrypted,
+            uuid=settings.uuid,
+        )
+
 
 class Datastore(models.Model):
     name = models.CharField(max_length=255, unique=True)
     path = models.CharField(max_length=1024, unique=True)
+    # The uuid of the store's format.json: the store this row means. Empty only for rows
+    # made before stores were identified; the first open records it.
+    uuid = models.CharField(max_length=64, blank=True, default="", editable=False)
     chunk_size = models.PositiveIntegerField(default=MIB, validators=[validate_chunk_size])
     encrypted = models.BooleanField(default=False)
     # Refreshed after every job that writes or removes data, so pages never walk the store.
@@ -115,21 +167,55 @@ class Datastore(models.Model):
         if errors:
             raise ValidationError(errors)
 
-    def open_engine(self) -> EngineDatastore:
-        """Open the engine datastore, creating it on first use with this row's settings.
+    def open_engine(self, *, write: bool = True) -> EngineDatastore:
+        """Open the engine store this row names; never creates one.
 
-        The row then mirrors what format.json says, whoever created the store.
+        Raises ``DatastoreUnavailable`` when the path does not hold that store, and,
+        with ``write`` (backups, verify, GC), when its volume is read-only. Restores
+        and browsing only read, so they still work from a volume mounted read-only.
+        The row then mirrors what format.json says.
         """
-        settings = self.engine_settings()
-        if settings is not None:
-            self._mirror(settings)
-            # An encrypted store (made outside the server) fails here with WrongKey: no key.
-            return EngineDatastore.open(self.path)
-        if self.encrypted:
-            raise EncryptionUnavailable(f"Datastore {self}: {ENCRYPTION_UNAVAILABLE}")
-        engine = EngineDatastore.create(self.path, chunk_size=self.chunk_size, key=None)
-        self._mirror(engine.settings)
-        return engine
+        settings = self._check_store()
+        if write and not _writable(self.path):
+            raise DatastoreReadOnly(
+                f"Datastore {self}: {self.path} is read-only. Is the volume mounted read-write, "
+                "and does the server's user own the folder?"
+            )
+        self._mirror(settings)
+        # An encrypted store (made outside the server) fails here with WrongKey: no key.
+        return EngineDatastore.open(self.path)
+
+    def _check_store(self) -> Settings:
+        """The settings of the store at ``path``, if it is the store this row means."""
+        where = f"Datastore {self}: "
+        if not os.path.isdir(self.path):
+            raise DatastoreMissing(
+                f"{where}the folder {self.path} does not exist. Is the volume mounted? "
+                "Was the folder renamed or moved?"
+            )
+        try:
+            settings = read_settings(self.path)
+        except DatastoreNotFound:
+            if not _has_entries(self.path):
+                raise DatastoreMissing(
+                    f"{where}the folder {self.path} is empty. Is the volume mounted? "
+                    "An unmounted mount point looks like this; nothing was written to it."
+                ) from None
+            raise DatastoreMissing(
+                f"{where}{self.path} holds no datastore (its format.json is missing). "
+                "Is the right volume mounted there?"
+            ) from None
+        if not self.uuid:
+            # A row from before stores were identified: the store found now is the one it meant.
+            self.uuid = settings.uuid
+            if self.pk is not None:
+                Datastore.objects.filter(pk=self.pk, uuid="").update(uuid=settings.uuid)
+        elif settings.uuid != self.uuid:
+            raise DatastoreReplaced(
+                f"{where}{self.path} holds another datastore (id {settings.uuid}, expected {self.uuid}). "
+                "Is another volume mounted there, or was the datastore replaced?"
+            )
+        return settings
 
     def _mirror(self, settings: Settings) -> None:
         if (self.chunk_size, self.encrypted) == (settings.chunk_size, settings.encrypted):
@@ -148,3 +234,22 @@ class Datastore(models.Model):
     def add_usage(self, bytes_stored: int) -> None:
         """Cheap running total after a backup; the next verify or GC makes it exact."""
         Datastore.objects.filter(pk=self.pk).update(used_bytes=F("used_bytes") + bytes_stored)
+
+
+def _has_entries(path: str) -> bool:
+    try:
+        with os.scandir(path) as entries:
+            # lost+found is what an empty ext4 volume holds: a fresh volume, not a store.
+            return any(entry.name != "lost+found" for entry in entries)
+    except OSError:
+        return False
+
+
+def _writable(path: str) -> bool:
+    """False on a read-only mount even for root (access() checks EROFS), or a folder we cannot write."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return False
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)

@@ -36,6 +36,7 @@ def datastore_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "recovery_points": datastore.recovery_points.select_related("vm")[:50],
         "jobs": datastore.jobs.all()[:20],
         "damaged_points": datastore.recovery_points.filter(damaged=True, deleted_at__isnull=True).count(),
+        "missing_points": datastore.recovery_points.filter(missing=True, deleted_at__isnull=True).count(),
     }
     return render(request, "storage/datastore_detail.html", context)
 

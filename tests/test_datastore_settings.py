@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 
 from storage.engine import Datastore as EngineDatastore
 from storage.engine import WrongKey
-from storage.models import ENCRYPTION_UNAVAILABLE, Datastore, EncryptionUnavailable
+from storage.models import ENCRYPTION_UNAVAILABLE, Datastore, DatastoreMissing
 
 pytestmark = pytest.mark.django_db
 KiB, MiB = 1024, 1024 * 1024
@@ -34,7 +34,7 @@ def test_chunk_sizes_the_engine_refuses_are_invalid(tmp_path: Path, size: int) -
 
 
 def test_created_store_gets_the_rows_chunk_size(tmp_path: Path) -> None:
-    datastore = Datastore.objects.create(name="Primary", path=str(tmp_path / "ds"), chunk_size=512 * KiB)
+    datastore = Datastore.objects.create_with_store("Primary", str(tmp_path / "ds"), chunk_size=512 * KiB)
     assert datastore.open_engine().chunk_size == 512 * KiB
     assert json.loads((tmp_path / "ds" / "format.json").read_text())["chunk_size"] == 512 * KiB
     assert json.loads((tmp_path / "ds" / "format.json").read_text())["encryption"] is None
@@ -61,7 +61,7 @@ def test_encryption_is_refused_rather_than_ignored(tmp_path: Path) -> None:
         row(tmp_path, encrypted=True).full_clean()
     assert caught.value.message_dict == {"encrypted": [ENCRYPTION_UNAVAILABLE]}
     datastore = Datastore.objects.create(name="Primary", path=str(tmp_path / "ds"), encrypted=True)
-    with pytest.raises(EncryptionUnavailable, match="Encrypted datastores are not available yet"):
+    with pytest.raises(DatastoreMissing, match="does not exist"):
         datastore.open_engine()
     assert not (tmp_path / "ds").exists()  # no unencrypted store was made in its place
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def datastore(tmp_path: Path) -> Datastore:
-    return Datastore.objects.create(name="Primary", path=str(tmp_path / "ds"))
+    return Datastore.objects.create_with_store("Primary", str(tmp_path / "ds"))
 
 
 def url(datastore: Datastore, task: str = "verify") -> str:

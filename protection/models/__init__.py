@@ -2,6 +2,7 @@ from protection.models.alerts import Alert, AlertKind, AlertSeverity
 from protection.models.groups import (
     MAX_RETENTION_DAYS,
     SYNC_FREQUENCY_CHOICES,
+    USABLE_POINT,
     Consistency,
     ProtectedDataSource,
     ProtectionGroup,
@@ -31,6 +32,7 @@ from protection.models.inventory import (
 __all__ = [
     "MAX_RETENTION_DAYS",
     "SYNC_FREQUENCY_CHOICES",
+    "USABLE_POINT",
     "Alert",
     "AlertKind",
     "AlertSeverity",

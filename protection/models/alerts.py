@@ -21,6 +21,7 @@ class AlertKind(models.TextChoices):
     RECOVERY_FAILED = "recovery_failed", "Recovery failed"
     HOST_UNREACHABLE = "host_unreachable", "Host unreachable"
     DATASTORE_DAMAGED = "datastore_damaged", "Datastore damage found"
+    DATASTORE_UNAVAILABLE = "datastore_unavailable", "Datastore not available"
     STORAGE_LOW = "storage_low", "Low free space"
 
 

@@ -136,9 +136,21 @@ class RecoveryPointLocation(models.TextChoices):
     ONLINE = "online", "Online"
 
 
+# A point that can be offered as a recovery source: neither damaged, nor missing from
+# its datastore, nor removed. A Q so joins (VM lists) can use the same rule.
+USABLE_POINT = models.Q(damaged=False, missing=False, deleted_at__isnull=True)
+
+POINT_MISSING = (
+    "This recovery point is missing from its datastore (the datastore no longer holds it) "
+    "and cannot be recovered."
+)
+POINT_DAMAGED = "This recovery point is damaged (verify found damaged data) and cannot be recovered."
+POINT_REMOVED = "This recovery point was removed and cannot be recovered."
+
+
 class RecoveryPointQuerySet(models.QuerySet["RecoveryPoint"]):
     def usable(self) -> RecoveryPointQuerySet:
-        return self.filter(damaged=False, deleted_at__isnull=True)
+        return self.filter(USABLE_POINT)
 
 
 class RecoveryPoint(models.Model):
@@ -161,6 +173,9 @@ class RecoveryPoint(models.Model):
     stored_bytes = models.BigIntegerField(default=0, help_text="New data this point added")
     verified_at = models.DateTimeField(null=True, blank=True)
     damaged = models.BooleanField(default=False)
+    # Set when the datastore (the right one: its id matched) does not hold this point:
+    # found by verify's reconciliation, or by a page that tried to read it.
+    missing = models.BooleanField(default=False)
     deleted_at = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
 
@@ -174,6 +189,20 @@ class RecoveryPoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.vm} @ {self.created:%Y-%m-%d %H:%M}"
+
+    def unavailable_reason(self) -> str:
+        """Why this point cannot be recovered from, or "" when it can."""
+        if self.deleted_at is not None:
+            return POINT_REMOVED
+        if self.missing:
+            return POINT_MISSING
+        if self.damaged:
+            return POINT_DAMAGED
+        return ""
+
+    def mark_missing(self) -> None:
+        self.missing = True
+        RecoveryPoint.objects.filter(pk=self.pk).update(missing=True)
 
 
 class ProtectionGroupDraft(WizardDraft):

@@ -28,6 +28,7 @@ from protection.models import (
     ReplicaState,
     VirtualMachine,
 )
+from protection.services.datastores import open_for_job
 from storage.engine import Cancelled as EngineCancelled
 from storage.engine import Datastore as EngineDatastore
 from storage.engine import EngineError, PointInfo, Progress, RetentionPolicy, SourceFile
@@ -96,10 +97,12 @@ def run_backup_job(context: JobContext) -> dict[str, Any]:
     vm, source = protected_source(context)
     kind = context.job.kind
     datastore_row = source.group.datastore
+    # Before anything else: an unmounted or replaced datastore fails the job with a datastore
+    # alert and leaves the replica as it was (it is fine; the storage is not).
+    engine = open_for_job(context, datastore_row)
     if kind == JobKind.INITIAL_REPLICA:
         ProtectedDataSource.objects.filter(pk=source.pk).update(replica_state=ReplicaState.CREATING)
     try:
-        engine = datastore_row.open_engine()
         import_path = context.job.parameters.get("import_path")
         if kind == JobKind.INITIAL_REPLICA and import_path:
             outcome = _import_offline_replica(context, engine, vm, Path(import_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
@@ -10,7 +11,12 @@ from django.utils import timezone
 from backupsite.core.jobs.context import JobContext, JobError
 from backupsite.core.models import AuditEvent, Job, JobKind
 from protection.models import Alert, AlertKind, ProtectedDataSource, ProtectionGroup, RecoveryPoint
+from protection.services.datastores import open_for_job
+from storage.engine import Datastore as EngineDatastore
 from storage.models import Datastore
+
+# Point ids listed in a job result and log at most; the counts are always exact.
+MAX_LISTED_POINTS = 100
 
 
 def stop_protection(context: JobContext) -> dict[str, Any]:
@@ -45,7 +51,7 @@ def stop_protection(context: JobContext) -> dict[str, Any]:
     group = source.group
     removed = 0
     if not keep_data:
-        engine = group.datastore.open_engine()
+        engine = open_for_job(context, group.datastore)
         for point in engine.points(vm.hyperv_id):
             context.check_cancel()
             engine.delete_point(point.id)
@@ -84,9 +90,14 @@ def _datastore(context: JobContext) -> Datastore:
 
 
 def verify_datastore(context: JobContext) -> dict[str, Any]:
+    """Re-read the store's chunks, and reconcile the catalog with the store both ways."""
     datastore = _datastore(context)
-    engine = datastore.open_engine()
+    engine = open_for_job(context, datastore)
+    reconciled = reconcile_catalog(context, datastore, engine)
     point_ids = context.job.parameters.get("point_ids")
+    if point_ids is not None:
+        # Points the store lost cannot be read; reconciliation has marked them already.
+        point_ids = [point_id for point_id in point_ids if point_id in reconciled.in_store]
 
     def progress(state: Any) -> None:
         # Verify counts chunks, not bytes: the bar shows chunks checked so far.
@@ -98,37 +109,85 @@ def verify_datastore(context: JobContext) -> dict[str, Any]:
     RecoveryPoint.objects.filter(datastore=datastore, point_id__in=report.points_checked).update(
         verified_at=now
     )
+    damaged_chunks = len(report.bad_chunks) + len(report.missing_chunks)
     if report.damaged_points:
         RecoveryPoint.objects.filter(datastore=datastore, point_id__in=report.damaged_points).update(
             damaged=True
         )
+    problems = []
+    if damaged_chunks:
+        problems.append(
+            f"{damaged_chunks} damaged chunk(s) affecting {len(report.damaged_points)} recovery point(s); "
+            "the next backup of each VM stores them again"
+        )
+    if reconciled.missing:
+        problems.append(
+            f"{len(reconciled.missing)} recovery point(s) in the catalog are missing from the datastore "
+            "and cannot be recovered"
+        )
+    if problems:
         Alert.raise_alert(
             AlertKind.DATASTORE_DAMAGED,
-            f"Verify found {len(report.bad_chunks) + len(report.missing_chunks)} damaged chunk(s) affecting "
-            f"{len(report.damaged_points)} recovery point(s); the next backup of each VM stores them again.",
+            "Verify found " + "; ".join(problems) + ".",
             datastore=datastore,
             job=context.job,
         )
     else:
         Alert.resolve([AlertKind.DATASTORE_DAMAGED], "Verify found no damage", datastore=datastore)
     Datastore.objects.filter(pk=datastore.pk).update(last_verified_at=now)
-    context.message(
-        f"Checked {report.chunks_checked} chunks of {len(report.points_checked)} recovery point(s): "
-        + ("no damage." if report.ok else f"{len(report.bad_chunks) + len(report.missing_chunks)} damaged.")
+    damage = "no damage" if report.ok else f"{damaged_chunks} damaged"
+    checked = len(report.points_checked)
+    summary = f"Checked {report.chunks_checked} chunks of {checked} recovery point(s): {damage}"
+    summary += (
+        f"; {len(reconciled.missing)} catalog point(s) missing from the datastore, "
+        f"{len(reconciled.unknown)} datastore point(s) unknown to the catalog."
     )
+    context.message(summary)
     return {
         "chunks_checked": report.chunks_checked,
         "bytes_checked": report.bytes_checked,
         "bad_chunks": len(report.bad_chunks),
         "missing_chunks": len(report.missing_chunks),
         "damaged_points": report.damaged_points,
+        "missing_points": len(reconciled.missing),
+        "unknown_points": len(reconciled.unknown),
+        "missing_point_ids": reconciled.missing[:MAX_LISTED_POINTS],
+        "unknown_point_ids": reconciled.unknown[:MAX_LISTED_POINTS],
     }
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    in_store: frozenset[str]
+    missing: list[str]  # in the catalog, not in the store
+    unknown: list[str]  # in the store, not in the catalog
+
+
+def reconcile_catalog(context: JobContext, datastore: Datastore, engine: EngineDatastore) -> Reconciliation:
+    """Compare the catalog's points with the store's, both ways.
+
+    Catalog points the store does not hold are marked missing (and unmarked should they
+    come back); store points the catalog does not know are reported, never deleted: they
+    may be the only copy of something (a catalog restored from an older database dump).
+    """
+    in_store = frozenset(point.id for point in engine.points())
+    catalog = RecoveryPoint.objects.filter(datastore=datastore)
+    listed = dict(catalog.values_list("point_id", "deleted_at"))
+    missing = sorted(p for p, deleted_at in listed.items() if deleted_at is None and p not in in_store)
+    unknown = sorted(in_store - listed.keys())
+    catalog.filter(point_id__in=missing).update(missing=True)
+    catalog.filter(missing=True, point_id__in=in_store).update(missing=False)
+    for point_id in missing[:MAX_LISTED_POINTS]:
+        context.log(f"Missing from the datastore: recovery point {point_id} (marked missing in the catalog)")
+    for point_id in unknown[:MAX_LISTED_POINTS]:
+        context.log(f"Not in the catalog: recovery point {point_id} in the datastore (left in place)")
+    return Reconciliation(in_store, missing, unknown)
 
 
 def collect_garbage(context: JobContext) -> dict[str, Any]:
     datastore = _datastore(context)
     grace = float(context.job.parameters.get("grace_seconds", 3600))
-    report = datastore.open_engine().gc(grace_seconds=grace)
+    report = open_for_job(context, datastore).gc(grace_seconds=grace)
     Datastore.objects.filter(pk=datastore.pk).update(last_gc_at=timezone.now())
     datastore.refresh_usage()
     context.message(f"Removed {report.chunks_removed} unused chunk(s), freed {report.bytes_freed} bytes.")

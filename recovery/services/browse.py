@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from protection.models import RecoveryPoint
+from protection.models.groups import POINT_MISSING
 from recovery.itemlevel.browse import Entry, list_dir, open_file
 from recovery.itemlevel.disk import VirtualDisk, open_point_disk
 from recovery.itemlevel.errors import ItemLevelError, ItemNotFound
 from recovery.itemlevel.names import printable
 from recovery.itemlevel.volumes import Volume, find_volume, list_volumes
 from recovery.models import ItemKind
+from storage.engine import Datastore as EngineDatastore
+from storage.engine import EngineError, PointInfo, PointNotFound
 
 DISK_SUFFIXES = (".vhdx", ".avhdx", ".vhd")
 MAX_GUEST_PATH = 32_767  # the longest path Windows itself can address
@@ -27,6 +30,28 @@ MAX_GUEST_PATH = 32_767  # the longest path Windows itself can address
 
 class InvalidItem(ValueError):
     """A selected item that does not make sense for this recovery point."""
+
+
+class PointUnavailable(Exception):
+    """The point cannot be read: damaged, missing from its datastore, removed, or the
+    datastore itself is not there (unmounted, replaced). The message is for the user."""
+
+
+def open_point(point: RecoveryPoint) -> tuple[EngineDatastore, PointInfo]:
+    """The point's datastore (opened for reading) and its manifest, or PointUnavailable."""
+    reason = point.unavailable_reason()
+    if reason:
+        raise PointUnavailable(reason)
+    try:
+        engine = point.datastore.open_engine(write=False)
+        return engine, engine.point(point.point_id)
+    except PointNotFound:
+        # The datastore is the right one (its id matched) and lacks the point: say so
+        # everywhere from now on, not only after the next verify.
+        point.mark_missing()
+        raise PointUnavailable(POINT_MISSING) from None
+    except EngineError as error:
+        raise PointUnavailable(f"The datastore of this recovery point cannot be read: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -75,7 +100,7 @@ def clean_guest_path(path: object) -> str:
 
 
 def disk_names(point: RecoveryPoint) -> list[str]:
-    info = point.datastore.open_engine().point(point.point_id)
+    _, info = open_point(point)
     return [f.name for f in info.files if f.name.lower().endswith(DISK_SUFFIXES)]
 
 
@@ -104,8 +129,7 @@ def parse_item(value: object, disks: list[str]) -> ItemRef:
 
 @contextlib.contextmanager
 def open_disk(point: RecoveryPoint, disk: str) -> Iterator[VirtualDisk]:
-    engine = point.datastore.open_engine()
-    info = engine.point(point.point_id)
+    engine, info = open_point(point)
     names = [f.name for f in info.files]
     if disk not in names:
         raise ItemNotFound(f"{disk} is not part of this recovery point")
@@ -182,11 +206,13 @@ __all__ = [
     "InvalidItem",
     "ItemLevelError",
     "ItemRef",
+    "PointUnavailable",
     "Volume",
     "clean_guest_path",
     "disk_names",
     "folder",
     "open_download",
+    "open_point",
     "open_volume",
     "parse_item",
     "volumes",

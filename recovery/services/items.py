@@ -44,7 +44,7 @@ from recovery.itemlevel import (
 from recovery.itemlevel.names import printable
 from recovery.models import ItemKind, ItemState, RecoveryItemResult
 from recovery.services import smb
-from recovery.services.browse import ItemRef, disk_names, open_disk, parse_item
+from recovery.services.browse import ItemRef, disk_names, open_disk, open_point, parse_item
 from recovery.services.destinations import SMB_DEFAULT_PORT, parse_unc, validate_server_folder
 from recovery.throttle import Throttle
 from storage.engine import EngineError
@@ -192,7 +192,7 @@ def _copy(
 ) -> None:
     """Copy every item, appending one row per item (or per file and folder) to ``rows``."""
     taken: set[str] = set()
-    engine = point.datastore.open_engine()
+    engine, _ = open_point(point)
     for (disk, volume_index), group in _groups(items).items():
         context.check_cancel()
         try:

@@ -20,9 +20,11 @@ from backupsite.core.models import AuditEvent
 from protection.models import Alert, AlertKind, RecoveryPoint
 from recovery.models import RecoveryItemResult, RecoveryType
 from recovery.notifications import RecoveryReport, send_recovery_report
+from recovery.services.browse import PointUnavailable
 from recovery.services.items import run_item_recovery
 from recovery.services.options import build_throttle, describe_throttle
 from recovery.services.vmrestore import run_vm_recovery
+from storage.models import DatastoreUnavailable
 
 
 def run_recovery(context: JobContext) -> dict[str, Any]:
@@ -56,6 +58,15 @@ def run_recovery(context: JobContext) -> dict[str, Any]:
     except JobCancelled:
         outcome, reason = "cancelled", "cancelled by a user"
         raise
+    except PointUnavailable as error:
+        reason = str(error)
+        if vm is not None:
+            Alert.raise_alert(AlertKind.RECOVERY_FAILED, f"Recovery of {vm} failed: {reason}", vm=vm, job=job)
+        if point is not None and isinstance(error.__cause__, DatastoreUnavailable):
+            Alert.raise_alert(
+                AlertKind.DATASTORE_UNAVAILABLE, str(error.__cause__), datastore=point.datastore, job=job
+            )
+        raise JobError(reason) from error
     except Exception as error:
         reason = str(error) or error.__class__.__name__
         if vm is not None:

@@ -15,7 +15,7 @@ from backupsite.core.credentials import decrypt_json
 from backupsite.core.models import Job, JobKind
 from protection.models import RecoveryPoint
 from recovery.models import RecoveryDraft, RecoveryType, WizardStep
-from recovery.services.browse import InvalidItem, disk_names, parse_item
+from recovery.services.browse import InvalidItem, PointUnavailable, disk_names, parse_item
 from recovery.services.destinations import DestinationInvalid, parse_unc, validate_server_folder
 from recovery.services.vmrestore import check_target, refusal, restore_target
 
@@ -29,18 +29,18 @@ class RecoveryNotPossible(ValueError):
 
 
 def create_draft(point: RecoveryPoint, user: Any) -> RecoveryDraft:
-    if point.deleted_at is not None or point.damaged:
-        raise RecoveryNotPossible(
-            "This recovery point is damaged or was removed and cannot be recovered.", WizardStep.REVIEW
-        )
+    reason = point.unavailable_reason()
+    if reason:
+        raise RecoveryNotPossible(reason, WizardStep.REVIEW)
     return RecoveryDraft.start(user, point=point, step=WizardStep.REVIEW)
 
 
 def check_draft(draft: RecoveryDraft) -> dict[str, Any]:
     """The job parameters the draft describes; RecoveryNotPossible names what is wrong."""
     point = draft.point
-    if point.deleted_at is not None or point.damaged:
-        raise RecoveryNotPossible("The recovery point is damaged or was removed.", WizardStep.REVIEW)
+    reason = point.unavailable_reason()
+    if reason:
+        raise RecoveryNotPossible(reason, WizardStep.REVIEW)
     kind = draft.recovery_type
     if kind not in RecoveryType.values:
         raise RecoveryNotPossible("Choose a recovery type.", WizardStep.TYPE)
@@ -66,7 +66,10 @@ def check_draft(draft: RecoveryDraft) -> dict[str, Any]:
         parameters["destination_text"] = where.describe()
         return parameters
 
-    disks = disk_names(point)
+    try:
+        disks = disk_names(point)
+    except PointUnavailable as error:
+        raise RecoveryNotPossible(str(error), WizardStep.REVIEW) from error
     raw_items = draft.data.get("items") or []
     if not raw_items:
         raise RecoveryNotPossible("Select at least one item to recover.", WizardStep.ITEMS)

@@ -22,10 +22,11 @@ from protection.connectors import ConnectorError, Finding, RestoreTarget, Severi
 from protection.models import Host, ProtectedDataSource, RecoveryPoint, VirtualMachine
 from protection.services.inventory import sync_host_inventory
 from recovery.models import ItemKind, ItemState, RecoveryItemResult, RecoveryType
+from recovery.services.browse import PointUnavailable, open_point
 from recovery.throttle import Throttle
-from storage.engine import Datastore as EngineDatastore
 from storage.engine import EngineError
 
+POINT_UNREADABLE = "point-unreadable"
 MAX_PATH = 260  # Hyper-V cannot register a VM whose file paths reach this length
 
 
@@ -50,7 +51,7 @@ def restore_target(vm: VirtualMachine, recovery_type: str, target: dict[str, Any
 
 
 def point_file_names(point: RecoveryPoint) -> list[str]:
-    return [f.name for f in point.datastore.open_engine().point(point.point_id).files]
+    return [f.name for f in open_point(point)[1].files]
 
 
 def check_target(vm: VirtualMachine, point: RecoveryPoint, where: VMTarget) -> list[Finding]:
@@ -67,9 +68,8 @@ def check_target(vm: VirtualMachine, point: RecoveryPoint, where: VMTarget) -> l
         ]
     try:
         names = point_file_names(point)
-    except EngineError as error:
-        message = f"The recovery point cannot be read from its datastore: {error}"
-        return [Finding("point-unreadable", Severity.ERROR, message, "Choose another recovery point.")]
+    except PointUnavailable as error:
+        return [Finding(POINT_UNREADABLE, Severity.ERROR, str(error), "Choose another recovery point.")]
     try:
         return where.host.connector().check_restore_target(vm.hyperv_id, where.target, names)
     except ConnectorError as error:
@@ -80,7 +80,9 @@ def refusal(findings: list[Finding], recovery_type: str) -> str:
     """The explanation shown (and logged) when a destination is refused."""
     errors = [f for f in findings if f.severity == Severity.ERROR]
     text = " ".join(f"{f.message} {f.fix}".strip() for f in errors)
-    if recovery_type == RecoveryType.ORIGINAL and "alternate" not in text.lower():
+    # Another location does not help when the point itself cannot be read.
+    point_unreadable = any(f.code == POINT_UNREADABLE for f in errors)
+    if recovery_type == RecoveryType.ORIGINAL and "alternate" not in text.lower() and not point_unreadable:
         text += " You can recover the VM to an alternate location (any host) instead."
     return text
 
@@ -141,8 +143,7 @@ def run_vm_recovery(
     if any(f.severity == Severity.ERROR for f in findings):
         raise JobError(refusal(findings, recovery_type))
 
-    engine: EngineDatastore = point.datastore.open_engine()
-    info = engine.point(point.point_id)
+    engine, info = open_point(point)
     meter = Meter(context, info.total_bytes, throttle)
     context.progress(
         0, info.total_bytes, message=f"Recovering {len(info.files)} file(s) to {where.describe()}"

@@ -21,7 +21,7 @@ from recovery.itemlevel.errors import ItemLevelError
 from recovery.itemlevel.names import NameStyle, printable, safe_name
 from recovery.models import ItemKind
 from recovery.services import browse as points
-from recovery.services.browse import InvalidItem, ItemRef, clean_guest_path
+from recovery.services.browse import InvalidItem, ItemRef, PointUnavailable, clean_guest_path
 from recovery.views.wizard import own_draft
 
 DOWNLOAD_BLOCK = 1024 * 1024
@@ -66,7 +66,7 @@ def browse(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             "entries": [_row(draft.pk, point.pk, disk, volume, e, selected) for e in entries],
         }
         return render(request, "recovery/_browse.html#folder", context)
-    except (ItemLevelError, InvalidItem) as error:
+    except (ItemLevelError, InvalidItem, PointUnavailable) as error:
         context["error"] = str(error)
         return render(request, "recovery/_browse.html#error", context)
 
@@ -94,8 +94,9 @@ def _row(
 @require_GET
 def download(request: HtmxHttpRequest, pk: int) -> HttpResponseBase:
     """One guest file, streamed from the chunk store to the browser."""
+    # Any point the user may recover from: a damaged or missing one gets a page saying so.
     point = get_for_user(
-        request, RecoveryPoint.objects.usable().select_related("vm", "datastore"), Action.RECOVER, pk=pk
+        request, RecoveryPoint.objects.select_related("vm", "datastore"), Action.RECOVER, pk=pk
     )
     disk = request.GET.get("disk", "")
     try:
@@ -113,6 +114,10 @@ def download(request: HtmxHttpRequest, pk: int) -> HttpResponseBase:
     except ItemLevelError as error:
         return render(
             request, "recovery/download_error.html", {"error": str(error), "point": point}, status=404
+        )
+    except PointUnavailable as error:
+        return render(
+            request, "recovery/download_error.html", {"error": str(error), "point": point}, status=409
         )
     name = safe_name(path.rsplit("/", 1)[-1], NameStyle.WINDOWS).name
     AuditEvent.record(

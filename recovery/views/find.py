@@ -18,7 +18,11 @@ MAX_RESULTS = 200
 
 def recoverable_machines(request: HtmxHttpRequest) -> QuerySet[VirtualMachine]:
     """VMs with at least one usable recovery point, removed ones included: their points stay."""
-    usable = Q(recovery_points__damaged=False, recovery_points__deleted_at__isnull=True)
+    usable = Q(
+        recovery_points__damaged=False,
+        recovery_points__missing=False,
+        recovery_points__deleted_at__isnull=True,
+    )
     return (
         visible(request, VirtualMachine.objects.select_related("host", "cluster", "data_source__group"))
         .annotate(point_count=Count("recovery_points", filter=usable))

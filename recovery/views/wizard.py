@@ -25,7 +25,7 @@ from protection.models import Host, RecoveryPoint
 from recovery.forms import AlternateTargetForm, DestinationForm, ItemsForm, OptionsForm, TypeForm
 from recovery.models import RecoveryDraft, RecoveryType, WizardStep
 from recovery.services import start
-from recovery.services.browse import InvalidItem, ItemRef, disk_names, parse_item
+from recovery.services.browse import InvalidItem, ItemRef, PointUnavailable, disk_names, parse_item
 from recovery.services.options import SAN_UNAVAILABLE, describe_throttle
 from recovery.services.vmrestore import check_target, refusal, restore_target
 
@@ -43,6 +43,15 @@ def own_draft(request: HttpRequest, pk: int) -> RecoveryDraft:
     # The role is checked first so a read-only user gets 403, not the 404 of someone else's draft.
     require(request, Action.RECOVER)
     return get_for_user(request, drafts_of(request), Action.RECOVER, pk=pk)
+
+
+def point_unavailable(request: HtmxHttpRequest, point: RecoveryPoint, error: Exception) -> HttpResponse:
+    """Back to the VM's recovery page, which says why this point cannot be used."""
+    messages.error(request, str(error))
+    url = reverse("recovery:vm", args=[point.vm_id])
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
 
 
 @require_POST
@@ -68,12 +77,17 @@ def wizard(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return redirect("recovery:status", draft.job_id)
     form: Any = None
     error = ""
-    if request.method == "POST":
-        if request.POST.get("step") == draft.step:
-            form, error = _post_step(draft, request.POST, request.POST.get("action", "next"))
-        if form is None and not error and not request.htmx:
-            return redirect(draft)  # post/redirect/get for browsers without htmx
-    context = _context(request, draft, form, error)
+    try:
+        if draft.point.unavailable_reason():
+            raise PointUnavailable(draft.point.unavailable_reason())
+        if request.method == "POST":
+            if request.POST.get("step") == draft.step:
+                form, error = _post_step(draft, request.POST, request.POST.get("action", "next"))
+            if form is None and not error and not request.htmx:
+                return redirect(draft)  # post/redirect/get for browsers without htmx
+        context = _context(request, draft, form, error)
+    except PointUnavailable as unavailable:
+        return point_unavailable(request, draft.point, unavailable)
     if request.htmx and not request.htmx.boosted:
         return render(request, "recovery/wizard.html#wizard", context)
     return render(request, "recovery/wizard.html", context)

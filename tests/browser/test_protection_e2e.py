@@ -117,8 +117,7 @@ def scenario(
 ) -> None:
     folder = create_lab_host(tmp_path / HOST, HOST, 2, 64 * MiB, seed="e2e")
     # What bootstrap does on a first run: one datastore, created on disk.
-    datastore = Datastore.objects.create(name="Default", path=str(tmp_path / "datastore"))
-    datastore.open_engine()
+    datastore = Datastore.objects.create_with_store("Default", str(tmp_path / "datastore"))
     # The recovery point slot the frozen clock will reach: in the future, so that it
     # comes after the members are added (earlier slots are not owed to new members).
     slot = timezone.localtime(timezone.now() + timedelta(minutes=2)).replace(second=0, microsecond=0)

@@ -67,7 +67,7 @@ def protected_lab(lab_template: Path, tmp_path: Path) -> ProtectedLab:
     machines = sync_host_inventory(host)
     windows = next(vm for vm in machines if vm.os_family == "windows")
     linux = next(vm for vm in machines if vm.os_family == "linux")
-    datastore = Datastore.objects.create(name="test", path=str(tmp_path / "datastore"))
+    datastore = Datastore.objects.create_with_store("test", str(tmp_path / "datastore"))
     group = ProtectionGroup.objects.create(
         name="Gold",
         datastore=datastore,
@@ -105,4 +105,4 @@ def connector(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeConnector]:
 
 @pytest.fixture
 def datastore(tmp_path: Path) -> Datastore:
-    return Datastore.objects.create(name="main", path=str(tmp_path / "datastore"))
+    return Datastore.objects.create_with_store("main", str(tmp_path / "datastore"))

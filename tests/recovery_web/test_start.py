@@ -17,12 +17,27 @@ from tests.recovery_web.conftest import BackedUpLab, make_draft
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
-def test_damaged_or_removed_points_cannot_be_recovered(backed_up_lab: BackedUpLab, admin_user: Any) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"deleted_at": timezone.now()}, "was removed"),
+        ({"damaged": True}, "is damaged"),
+        ({"missing": True}, "missing from its datastore"),
+    ],
+)
+def test_damaged_missing_or_removed_points_cannot_be_recovered(
+    backed_up_lab: BackedUpLab, admin_user: Any, change: dict[str, Any], message: str
+) -> None:
     point = backed_up_lab.windows_point
-    point.deleted_at = timezone.now()
+    draft = make_draft(admin_user, point, type="original")
+    for field, value in change.items():
+        setattr(point, field, value)
     point.save()
-    with pytest.raises(start.RecoveryNotPossible, match="damaged or was removed"):
+    with pytest.raises(start.RecoveryNotPossible, match=message):
         start.create_draft(point, admin_user)
+    draft.point.refresh_from_db()
+    with pytest.raises(start.RecoveryNotPossible, match=message):
+        start.check_draft(draft)  # a draft started before verify found it out is refused at submit
 
 
 @pytest.mark.parametrize(

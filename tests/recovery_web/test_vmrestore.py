@@ -178,5 +178,8 @@ def test_vanished_point_fails_cleanly(backed_up_lab: BackedUpLab) -> None:
     lab = backed_up_lab
     shutil.rmtree(Path(lab.lab.datastore.path) / "points" / lab.windows_point.point_id)
     job = recover(lab, lab.windows, "original")
-    assert job.state == JobState.FAILED and "cannot be read from its datastore" in job.error
+    assert job.state == JobState.FAILED and "missing from its datastore" in job.error
+    assert "alternate location" not in job.error  # another host would not help
     assert lab.lab.disk(lab.windows).exists()  # nothing was deleted on the host
+    lab.windows_point.refresh_from_db()
+    assert lab.windows_point.missing  # every page says so from now on, before any verify

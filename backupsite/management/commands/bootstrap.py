@@ -37,10 +37,16 @@ class Command(BaseCommand):
         settings.BACKUPSITE_DATA_DIR.mkdir(parents=True, exist_ok=True)
         if not Datastore.objects.exists():
             path = settings.BACKUPSITE_DATA_DIR / "datastore"
-            datastore = Datastore.objects.create(name="Default", path=str(path))
-            datastore.open_engine()
-            AuditEvent.record("datastore.create", obj=datastore, path=str(path))
-            self.stdout.write(f"Created datastore 'Default' at {path}")
+            if (path / "format.json").exists():
+                # The database was reset but the store survived: use it, never a second one.
+                datastore = Datastore.objects.register_existing("Default", str(path))
+                AuditEvent.record("datastore.register", obj=datastore, path=str(path))
+                self.stdout.write(f"Registered the existing datastore at {path} as 'Default'")
+            else:
+                # Created explicitly here, once: jobs never create a store (see storage.models).
+                datastore = Datastore.objects.create_with_store("Default", str(path))
+                AuditEvent.record("datastore.create", obj=datastore, path=str(path))
+                self.stdout.write(f"Created datastore 'Default' at {path}")
 
         for name, (func, minutes) in SCHEDULES.items():
             Schedule.objects.update_or_create(
