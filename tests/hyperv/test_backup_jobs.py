@@ -70,7 +70,7 @@ def protected_hyperv(
     host.credentials = wired.credentials()
     host.save()
     (vm,) = sync_host_inventory(host)
-    datastore = Datastore.objects.create(name="ds", path=str(tmp_path / "datastore"))
+    datastore = Datastore.objects.create_with_store(name="ds", path=str(tmp_path / "datastore"))
     group = ProtectionGroup.objects.create(
         name="HV",
         datastore=datastore,
