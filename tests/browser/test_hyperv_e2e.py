@@ -219,7 +219,7 @@ def scenario(
     # The source host: two VMs on a lab folder the emulated Hyper-V answers from.
     (source.folder / "host.json").unlink()
     create_lab_host(source.folder, HOST, 2, 64 * MiB, seed="hv-e2e")
-    datastore = Datastore.objects.create_with_store(name="Default", path=str(tmp_path / "datastore"))
+    Datastore.objects.create_with_store(name="Default", path=str(tmp_path / "datastore"))
     ca_file = tmp_path / "winrm-ca.pem"
     ca_file.write_text(source.endpoint.ca_pem)
     clock.lap("lab host, endpoints, datastore")
