@@ -31,7 +31,6 @@ import ntpath
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol
 
 from protection.connectors.hyperv.smb import SMBClient, SMBSettings, client_for
@@ -44,6 +43,7 @@ from protection.connectors.protocol import (
     DiskFormat,
     DiskInfo,
     DiskType,
+    EndsAsFailedOnExit,
     InvalidVMConfig,
     OSFamily,
     ReplicationInfo,
@@ -89,7 +89,7 @@ def _norm_id(value: str) -> str:
     return str(value).strip().strip("{}").lower()
 
 
-class HyperVBackupSession:
+class HyperVBackupSession(EndsAsFailedOnExit):
     def __init__(
         self,
         transport: ScriptRunner,
@@ -250,15 +250,6 @@ class HyperVBackupSession:
             if rct:
                 refs[f.name] = Reference(f.size, reference_point, rct).encode()
         return refs
-
-    def __enter__(self) -> HyperVBackupSession:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if not self.ended:
-            self.finish(ok=False)
 
 
 # --------------------------------------------------------------------------- begin / end

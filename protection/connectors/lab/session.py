@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import BinaryIO
 
 from protection.connectors import prerequisites
@@ -26,6 +25,7 @@ from protection.connectors.protocol import (
     BackupRefused,
     ConnectorError,
     Consistency,
+    EndsAsFailedOnExit,
     InvalidVMConfig,
     VMInfo,
     VMState,
@@ -42,7 +42,7 @@ def _opener(path: Path) -> Callable[[], BinaryIO]:
     return open_file
 
 
-class LabBackupSession:
+class LabBackupSession(EndsAsFailedOnExit):
     def __init__(
         self,
         vm: VMInfo,
@@ -144,15 +144,6 @@ class LabBackupSession:
             self.ended = True
             self._lock.release()
         return refs
-
-    def __enter__(self) -> LabBackupSession:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if not self.ended:
-            self.finish(ok=False)
 
 
 def _disk_files(session: LabBackupSession, folder: Path, vm: VMInfo) -> None:
