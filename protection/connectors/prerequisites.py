@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from protection.connectors.protocol import (
     ControllerKind,
@@ -495,6 +495,27 @@ def check_vm(
         findings += check_recovery_path(recovery_path, names)
     order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
     return sorted(findings, key=lambda f: order[f.severity])
+
+
+def check_vm_on_host(
+    vm: VMInfo,
+    host: HostInfo,
+    csvs: Iterable[CSVInfo],
+    *,
+    churn_rate: float = DEFAULT_CHURN_RATE,
+    backup_window_hours: float = DEFAULT_BACKUP_WINDOW_HOURS,
+    recovery_path: str | None = None,
+) -> list[Finding]:
+    """``check_vm`` with the cluster shared volume the VM lives on found among the host's."""
+    by_name = {csv.name: csv for csv in csvs}
+    return check_vm(
+        vm,
+        host,
+        csv=by_name.get(vm.csv or ""),
+        churn_rate=churn_rate,
+        backup_window_hours=backup_window_hours,
+        recovery_path=recovery_path,
+    )
 
 
 def _size(n: int) -> str:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, runtime_checkable
+from types import TracebackType
+from typing import BinaryIO, Protocol, Self, runtime_checkable
 
 from protection.connectors.ranges import Range
 
@@ -269,6 +270,25 @@ class BackupSession(Protocol):
         and the disk structures read to map changes), or None when the files are read where
         they are and the engine's own count is the figure."""
         ...
+
+
+class EndsAsFailedOnExit:
+    """Base of the connectors' backup sessions: used in a ``with`` block, a session that is
+    still open when the block exits ends as a failed backup (``finish(ok=False)``)."""
+
+    ended: bool
+
+    def finish(self, ok: bool) -> dict[str, str]:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self.ended:
+            self.finish(ok=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+from storage.vdisk.errors import VdiskError
 
 Range = tuple[int, int]
 
@@ -59,3 +61,41 @@ def intersect(ranges: Iterable[Range], window: Iterable[Range]) -> list[Range]:
 
 def total(ranges: Iterable[Range]) -> int:
     return sum(length for _off, length in normalize(ranges))
+
+
+def ranges_to_copy(
+    changed: Iterable[Range],
+    structure: Iterable[Range],
+    excluded: Iterable[Range],
+    file_size: int,
+    size_at_reference: int,
+) -> list[Range]:
+    """The file ranges an incremental copies: the changed data ranges less the excluded ones,
+    the VHDX structure ranges, and whatever the file grew by since the reference point."""
+    growth = []
+    if file_size > size_at_reference:
+        growth.append((size_at_reference, file_size - size_at_reference))
+    # The engine wants ranges inside the file; structure regions always are,
+    # but be strict so a bad BAT entry cannot produce an out-of-file range.
+    return [
+        (off, min(length, file_size - off))
+        for off, length in normalize([*subtract(changed, excluded), *structure, *growth])
+        if off < file_size
+    ]
+
+
+def paging_file_exclusion(
+    file_name: str, virtual: list[Range], to_file: Callable[[list[Range]], list[Range]], events: list[str]
+) -> list[Range]:
+    """The file ranges holding the paging files' ``virtual`` ranges, noted in ``events``;
+    none when the disk cannot map them, since excluding nothing is always safe."""
+    try:
+        file_ranges = to_file(virtual) if virtual else []
+    except VdiskError:
+        file_ranges = []
+    if file_ranges:
+        events.append(
+            f"{file_name}: {sum(n for _o, n in file_ranges)} bytes of paging files "
+            "excluded from incremental reads"
+        )
+    return file_ranges

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,15 +44,38 @@ class Clock:
         return "\n".join(lines)
 
 
-def sign_in_as_administrator(page: Any, live_server: Any, django_user_model: Any) -> None:
-    user = django_user_model.objects.create_user(username="e2e-admin", password=PASSWORD)
+@contextmanager
+def reported_failure(page: Any, tmp_path: Path, clock: Clock) -> Iterator[None]:
+    """On any failure inside, save a screenshot of the page and print the timings so far."""
+    try:
+        yield
+    except BaseException:
+        shot = tmp_path / "failure.png"
+        try:
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"screenshot of the failure: {shot} (page {page.url})")
+        except Exception as error:  # the browser itself may be what failed
+            print(f"no screenshot: {error}")
+        print(f"timings so far:\n{clock.report()}")
+        raise
+
+
+def sign_in(
+    page: Any, live_server: Any, django_user_model: Any, username: str, role: Role, landing: str = "/"
+) -> None:
+    """Create a user with ``role``, sign in as them and wait for ``landing``."""
+    user = django_user_model.objects.create_user(username=username, password=PASSWORD)
     # get_or_create: transactional tests flush the groups the roles migration made.
-    user.groups.add(Group.objects.get_or_create(name=Role.ADMINISTRATOR.value)[0])
-    page.goto(f"{live_server.url}/")
-    page.get_by_label("User name").fill("e2e-admin")
+    user.groups.add(Group.objects.get_or_create(name=role.value)[0])
+    page.goto(f"{live_server.url}{landing}")
+    page.get_by_label("User name").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{live_server.url}/")
+    page.wait_for_url(f"{live_server.url}{landing}")
+
+
+def sign_in_as_administrator(page: Any, live_server: Any, django_user_model: Any) -> None:
+    sign_in(page, live_server, django_user_model, "e2e-admin", Role.ADMINISTRATOR)
 
 
 def flashed_job_numbers(page: Any) -> list[int]:

@@ -46,6 +46,7 @@ from tests.browser.helpers import (
     protect_with_wizard,
     recover_and_wait,
     reload_until,
+    reported_failure,
     same_disk,
     sign_in_as_administrator,
     wait_for_job_page,
@@ -97,7 +98,7 @@ def test_hyperv_host_protected_and_recovered_end_to_end(
     suffix = uuid.uuid4().hex[:8]
     source = wired_host(wsman_endpoint, hyperv_samba, f"hv-e2e-{suffix}", HOST)
     other = wired_host(wsman_endpoint, hyperv_samba, f"hv-e2e2-{suffix}", OTHER)
-    try:
+    with reported_failure(page, tmp_path, clock):
         scenario(
             page,
             live_server,
@@ -109,15 +110,6 @@ def test_hyperv_host_protected_and_recovered_end_to_end(
             tmp_path,
             clock,
         )
-    except BaseException:
-        shot = tmp_path / "failure.png"
-        try:
-            page.screenshot(path=str(shot), full_page=True)
-            print(f"screenshot of the failure: {shot} (page {page.url})")
-        except Exception as error:  # the browser itself may be what failed
-            print(f"no screenshot: {error}")
-        print(f"timings so far:\n{clock.report()}")
-        raise
     print(f"Hyper-V end-to-end timings and figures:\n{clock.report()}")
 
 

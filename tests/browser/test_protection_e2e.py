@@ -35,6 +35,7 @@ from tests.browser.helpers import (
     flashed_job_numbers,
     protect_with_wizard,
     reload_until,
+    reported_failure,
     sign_in_as_administrator,
     wait_for_job_page,
     wait_until_idle,
@@ -93,17 +94,9 @@ def test_protect_two_vms_end_to_end(
     tmp_path: Path,
 ) -> None:
     clock = Clock()
-    try:
+    # On failure, the worker_cluster fixture prints the qcluster's output.
+    with reported_failure(page, tmp_path, clock):
         scenario(page, live_server, worker_cluster, django_user_model, tmp_path, clock)
-    except BaseException:
-        shot = tmp_path / "failure.png"
-        try:
-            page.screenshot(path=str(shot), full_page=True)
-            print(f"screenshot of the failure: {shot} (page {page.url})")
-        except Exception as error:  # the browser itself may be what failed
-            print(f"no screenshot: {error}")
-        print(f"timings so far:\n{clock.report()}")
-        raise  # the worker_cluster fixture prints the qcluster's output
     print(f"end-to-end timings and figures:\n{clock.report()}")
 
 

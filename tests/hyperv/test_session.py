@@ -31,6 +31,7 @@ from storage.engine import Datastore, SourceFile
 from storage.engine.errors import EngineError
 from storage.vdisk import read_layout
 from storage.vdisk.pagefile import volatile_virtual_ranges
+from tests.connectors.engine_helpers import read_session
 from tests.hyperv.conftest import HyperVLab
 from tests.hyperv.windows.hoststate import (
     checkpoint_dirs,
@@ -49,16 +50,7 @@ def backup(
     session = begin_hyperv_backup(lab.transport, smb or lab.smb, vm_id, Consistency.APPLICATION)
     ok = False
     try:
-        used: dict[str, list[tuple[int, int]] | None] = {}
-        sources = []
-        for f in session.files:
-            try:
-                ranges = session.changed_ranges(f.name, (refs or {}).get(f.name))
-            except ChangeTrackingLost:
-                ranges = None  # a job reads it all and records a consistency check
-            used[f.name] = ranges
-            sources.append(SourceFile(f.name, f.opener, f.size, ranges))
-        point = ds.backup(vm_id, sources, vm_name=session.vm.name, consistency=str(session.consistency))
+        point, used = read_session(ds, session, vm_id, refs)
         ok = True
     finally:
         new_refs = end_hyperv_backup(session, ok)

@@ -20,7 +20,8 @@ from protection.connectors.hyperv.smb import (
     SMBSettings,
     SMBShareNotFound,
 )
-from tests.hyperv.fixtures import SambaServer, free_port
+from tests.hyperv.fixtures import SambaServer
+from tests.samba import free_port
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ an SMTP server on loopback, and catalog rows over the item-level test images."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,26 +23,9 @@ from recovery.models import RecoveryDraft, WizardStep
 # tests' images (hostile names, damaged and encrypted volumes).
 from tests.protection.conftest import ProtectedLab, lab_template, protected_lab  # noqa: F401
 from tests.recovery.conftest import build_dir, datastore, ntfs_image, special_image  # noqa: F401
+from tests.samba import free_port, running_smbd
 
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(port: int, deadline: float, process: subprocess.Popen[Any] | None = None) -> None:
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the server exited with status {process.returncode}")
-        with socket.socket() as probe:
-            probe.settimeout(0.2)
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 @pytest.fixture
@@ -123,88 +104,21 @@ SAMBA_USER = "backuptest"
 SAMBA_PASSWORD = "Recovery-Test-Pa55"
 
 
-def _ensure_unix_user(name: str) -> None:
-    if subprocess.run(["id", name], capture_output=True, check=False).returncode == 0:
-        return
-    proc = subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"cannot create the Unix user {name} that Samba needs: {proc.stderr.strip()}")
-
-
 @pytest.fixture(scope="session")
 def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaShare]:
     """A real smbd on a loopback port, with its own smb.conf and a password-protected share."""
-    smbd = shutil.which("smbd") or "/usr/sbin/smbd"
-    if not os.path.exists(smbd):
-        pytest.fail("smbd is not installed (apt-get install samba); .ci/run installs it")
     base = tmp_path_factory.mktemp("samba")
     share = base / "share"
-    for folder in ("share", "pid", "lock", "state", "cache", "private", "state/ncalrpc"):
-        (base / folder).mkdir(parents=True, exist_ok=True)
+    share.mkdir()
     share.chmod(0o777)
-    port = free_port()
-    conf = base / "smb.conf"
-    conf.write_text(
-        f"""[global]
-  smb ports = {port}
-  bind interfaces only = yes
-  interfaces = lo
-  server role = standalone server
-  pid directory = {base}/pid
-  lock directory = {base}/lock
-  state directory = {base}/state
-  cache directory = {base}/cache
-  private dir = {base}/private
-  ncalrpc dir = {base}/state/ncalrpc
-  log file = {base}/smbd.log
-  passdb backend = tdbsam:{base}/private/passdb.tdb
-  load printers = no
-  printing = bsd
-  printcap name = /dev/null
-  disable spoolss = yes
-  server min protocol = SMB2_10
-[restores]
+    shares = f"""[restores]
   path = {share}
   read only = no
   valid users = {SAMBA_USER}
   force user = root
 """
-    )
-    _ensure_unix_user(SAMBA_USER)
-    added = subprocess.run(
-        ["smbpasswd", "-c", str(conf), "-a", "-s", SAMBA_USER],
-        input=f"{SAMBA_PASSWORD}\n{SAMBA_PASSWORD}\n",
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if added.returncode != 0:
-        pytest.fail(f"smbpasswd could not add the test user: {added.stderr.strip() or added.stdout.strip()}")
-    log = (base / "smbd.out").open("wb")
-    process = subprocess.Popen(
-        [smbd, "--foreground", "--no-process-group", f"--configfile={conf}", "--debug-stdout"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # smbd signals its whole process group when it stops: give it its own.
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port, time.monotonic() + 20, process)
-    except (RuntimeError, TimeoutError) as error:
-        process.kill()
-        process.wait(timeout=10)
-        output = (base / "smbd.out").read_text(errors="replace")[-2000:]
-        pytest.fail(f"smbd did not start in this sandbox ({error}): {output}")
-    try:
+    with running_smbd(base, shares, [(SAMBA_USER, SAMBA_PASSWORD)]) as port:
         yield SambaShare("127.0.0.1", port, "restores", share, SAMBA_USER, SAMBA_PASSWORD)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
 
 
 # --------------------------------------------------------------------------- SMTP

@@ -6,7 +6,8 @@ import pytest
 from django.test import override_settings
 
 from recovery.notifications import RecoveryReport, parse_addresses, send_recovery_report
-from tests.recovery_web.conftest import SMTPServer, free_port, wait_until
+from tests.recovery_web.conftest import SMTPServer, wait_until
+from tests.samba import free_port
 
 
 def report(**changes: object) -> RecoveryReport:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
 from django.test import override_settings
 from django.utils import timezone
 
@@ -17,7 +16,7 @@ from protection.connectors.lab.guest import churn
 from protection.connectors.lab.host import write_host_json
 from protection.models import ConnectionKind, Host, VirtualMachine
 from recovery.services.browse import volumes
-from tests.browser.helpers import next_step, recover_and_wait, same_disk
+from tests.browser.helpers import next_step, recover_and_wait, same_disk, sign_in
 from tests.recovery_web.conftest import (
     BackedUpLab,
     SMTPServer,
@@ -29,17 +28,9 @@ from tests.recovery_web.conftest import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "a-long-recovery-test-password"
 
-
-def sign_in(page: Any, live_server: Any, django_user_model: Any) -> None:
-    user = django_user_model.objects.create_user(username="restorer", password=PASSWORD)
-    user.groups.add(Group.objects.get_or_create(name=Role.RECOVERY_OPERATOR.value)[0])
-    page.goto(f"{live_server.url}/recovery/")
-    page.get_by_label("User name").fill("restorer")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{live_server.url}/recovery/")
+def sign_in_as_restorer(page: Any, live_server: Any, django_user_model: Any) -> None:
+    sign_in(page, live_server, django_user_model, "restorer", Role.RECOVERY_OPERATOR, landing="/recovery/")
 
 
 def open_point_in_calendar(page: Any, vm: VirtualMachine, lab: BackedUpLab) -> None:
@@ -72,7 +63,7 @@ def test_recover_to_the_original_instance(
     reference = engine_restore(lab.windows_point, tmp_path / "reference") / lab.disk_name(vm)
     assert disk.read_bytes() != reference.read_bytes()
 
-    sign_in(page, live_server, django_user_model)
+    sign_in_as_restorer(page, live_server, django_user_model)
     open_point_in_calendar(page, vm, lab)
     next_step(page, "Select the recovery type")
     page.get_by_label("Recover to original instance").check()
@@ -103,7 +94,7 @@ def test_recover_as_a_new_vm_on_another_host(
     host = Host.objects.create(name="LAB-HV02", connection_kind=ConnectionKind.LAB, address=str(folder))
     vm = lab.linux
 
-    sign_in(page, live_server, django_user_model)
+    sign_in_as_restorer(page, live_server, django_user_model)
     open_point_in_calendar(page, vm, lab)
     next_step(page, "Select the recovery type")
     page.get_by_label("Recover as virtual machine to any host").check()
@@ -148,7 +139,7 @@ def test_item_level_copy_download_throttle_and_email(
     destination = recovery_root / "ticket-42"
 
     with override_settings(MAILERS=smtp_server.mailers()):
-        sign_in(page, live_server, django_user_model)
+        sign_in_as_restorer(page, live_server, django_user_model)
         open_point_in_calendar(page, vm, lab)
         next_step(page, "Select the recovery type")
         page.get_by_label("Copy to a network folder (item-level recovery)").check()

@@ -176,11 +176,10 @@ class HyperVConnector:
         recovery_path: str | None = None,
     ) -> list[Finding]:
         vm, inventory = self._one_vm(vm_id)
-        csvs = {csv.name: csv for csv in inventory.csvs}
-        return prerequisites.check_vm(
+        return prerequisites.check_vm_on_host(
             vm,
             inventory.host,
-            csv=csvs.get(vm.csv or ""),
+            inventory.csvs,
             churn_rate=churn_rate,
             backup_window_hours=backup_window_hours,
             recovery_path=recovery_path,

@@ -31,7 +31,6 @@ import ntpath
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol
 
 from protection.connectors.hyperv.smb import SMBClient, SMBSettings, client_for
@@ -44,6 +43,7 @@ from protection.connectors.protocol import (
     DiskFormat,
     DiskInfo,
     DiskType,
+    EndsAsFailedOnExit,
     InvalidVMConfig,
     OSFamily,
     ReplicationInfo,
@@ -51,7 +51,7 @@ from protection.connectors.protocol import (
     VMInfo,
     VMState,
 )
-from protection.connectors.ranges import Range, normalize, subtract
+from protection.connectors.ranges import Range, normalize, paging_file_exclusion, ranges_to_copy
 from storage.vdisk import VdiskError, VhdxLayout, read_layout
 from storage.vdisk.pagefile import volatile_virtual_ranges
 
@@ -89,7 +89,7 @@ def _norm_id(value: str) -> str:
     return str(value).strip().strip("{}").lower()
 
 
-class HyperVBackupSession:
+class HyperVBackupSession(EndsAsFailedOnExit):
     def __init__(
         self,
         transport: ScriptRunner,
@@ -158,15 +158,7 @@ class HyperVBackupSession:
             meta = normalize(layout.metadata_ranges())
         except VdiskError as exc:
             raise InvalidVMConfig(f"{file_name}: {exc}") from exc
-        data = subtract(data, self.excluded_ranges(file_name))
-        growth = []
-        if f.size > reference.file_size:
-            growth.append((reference.file_size, f.size - reference.file_size))
-        ranges = [
-            (off, min(length, f.size - off))
-            for off, length in normalize([*data, *meta, *growth])
-            if off < f.size
-        ]
+        ranges = ranges_to_copy(data, meta, self.excluded_ranges(file_name), f.size, reference.file_size)
         self._plans[file_name] = normalize(
             (off - off % PLAN_ALIGN, -(-(off + n) // PLAN_ALIGN) * PLAN_ALIGN - (off - off % PLAN_ALIGN))
             for off, n in ranges
@@ -192,16 +184,9 @@ class HyperVBackupSession:
             with self.smb.open_read(self._unc[file_name]) as fh:
                 virtual = volatile_virtual_ranges(fh)  # type: ignore[arg-type]
                 self.lookup_bytes += fh.bytes_read
-            try:
-                file_ranges = normalize(layout.virtual_to_file(virtual)) if virtual else []
-            except VdiskError:
-                file_ranges = []  # excluding nothing is always safe
-            self._excluded[file_name] = file_ranges
-            if file_ranges:
-                self.events.append(
-                    f"{file_name}: {sum(n for _o, n in file_ranges)} bytes of paging files "
-                    "excluded from incremental reads"
-                )
+            self._excluded[file_name] = paging_file_exclusion(
+                file_name, virtual, lambda ranges: normalize(layout.virtual_to_file(ranges)), self.events
+            )
         return list(self._excluded[file_name])
 
     def bytes_read_from_host(self) -> int:
@@ -265,15 +250,6 @@ class HyperVBackupSession:
             if rct:
                 refs[f.name] = Reference(f.size, reference_point, rct).encode()
         return refs
-
-    def __enter__(self) -> HyperVBackupSession:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if not self.ended:
-            self.finish(ok=False)
 
 
 # --------------------------------------------------------------------------- begin / end

@@ -97,13 +97,10 @@ class LabConnector:
         backup_window_hours: float = prerequisites.DEFAULT_BACKUP_WINDOW_HOURS,
         recovery_path: str | None = None,
     ) -> list[Finding]:
-        vm = self.get_vm(vm_id)
-        host = self.host_info()
-        csvs = {c.name: c for c in lab_inventory.csv_infos(self.folder, self.host_config())}
-        return prerequisites.check_vm(
-            vm,
-            host,
-            csv=csvs.get(vm.csv or ""),
+        return prerequisites.check_vm_on_host(
+            self.get_vm(vm_id),
+            self.host_info(),
+            lab_inventory.csv_infos(self.folder, self.host_config()),
             churn_rate=churn_rate,
             backup_window_hours=backup_window_hours,
             recovery_path=recovery_path,

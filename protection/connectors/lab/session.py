@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import BinaryIO
 
 from protection.connectors import prerequisites
@@ -26,11 +25,12 @@ from protection.connectors.protocol import (
     BackupRefused,
     ConnectorError,
     Consistency,
+    EndsAsFailedOnExit,
     InvalidVMConfig,
     VMInfo,
     VMState,
 )
-from protection.connectors.ranges import Range, normalize, subtract
+from protection.connectors.ranges import Range, normalize, paging_file_exclusion, ranges_to_copy
 from storage.vdisk import VdiskError, read_layout, virtual_to_file_ranges
 from storage.vdisk.pagefile import volatile_virtual_ranges
 
@@ -42,7 +42,7 @@ def _opener(path: Path) -> Callable[[], BinaryIO]:
     return open_file
 
 
-class LabBackupSession:
+class LabBackupSession(EndsAsFailedOnExit):
     def __init__(
         self,
         vm: VMInfo,
@@ -100,17 +100,7 @@ class LabBackupSession:
             meta = normalize(layout.metadata_ranges())
         except VdiskError as exc:
             raise InvalidVMConfig(f"{file_name}: {exc}") from exc
-        data = subtract(data, self.excluded_ranges(file_name))
-        growth = []
-        if f.size > changes.size_at_reference:
-            growth.append((changes.size_at_reference, f.size - changes.size_at_reference))
-        # The engine wants ranges inside the file; structure regions always are,
-        # but be strict so a bad BAT entry cannot produce an out-of-file range.
-        return [
-            (off, min(length, f.size - off))
-            for off, length in normalize([*data, *meta, *growth])
-            if off < f.size
-        ]
+        return ranges_to_copy(data, meta, self.excluded_ranges(file_name), f.size, changes.size_at_reference)
 
     def excluded_ranges(self, file_name: str) -> list[Range]:
         self._check_open()
@@ -120,17 +110,13 @@ class LabBackupSession:
         if file_name not in self._excluded:
             path = self._paths[file_name]
             virtual = volatile_virtual_ranges(path)
-            try:
+            self._excluded[file_name] = paging_file_exclusion(
+                file_name,
+                virtual,
                 # Without the structure ranges: an exclusion must never hold the header, log or BAT.
-                file_ranges = virtual_to_file_ranges(path, virtual, include_metadata=False) if virtual else []
-            except VdiskError:
-                file_ranges = []  # excluding nothing is always safe
-            self._excluded[file_name] = file_ranges
-            if file_ranges:
-                self.events.append(
-                    f"{file_name}: {sum(n for _o, n in file_ranges)} bytes of paging files "
-                    "excluded from incremental reads"
-                )
+                lambda ranges: virtual_to_file_ranges(path, ranges, include_metadata=False),
+                self.events,
+            )
         return list(self._excluded[file_name])
 
     def bytes_read_from_host(self) -> None:
@@ -158,15 +144,6 @@ class LabBackupSession:
             self.ended = True
             self._lock.release()
         return refs
-
-    def __enter__(self) -> LabBackupSession:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if not self.ended:
-            self.finish(ok=False)
 
 
 def _disk_files(session: LabBackupSession, folder: Path, vm: VMInfo) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 
@@ -89,6 +90,17 @@ def test_every_script_is_valid_ascii_and_ends_by_writing_json() -> None:
             assert "Write-Result" in text, path.name
     common = (envelope.SCRIPTS_DIR / "_common.ps1").read_text()
     assert "ConvertTo-Json -Depth 5 -Compress -InputObject" in common
+
+
+def test_no_script_redefines_a_shared_helper() -> None:
+    """A helper in _common.ps1 is sent with every script: a script's own copy would shadow it."""
+    common = (envelope.SCRIPTS_DIR / "_common.ps1").read_text()
+    shared = set(re.findall(r"^function ([\w-]+)", common, re.MULTILINE))
+    assert {"Invoke-HyperVMethod", "Wait-HyperVJob", "Stop-IfHyperVAccessDenied"} <= shared
+    for path in envelope.SCRIPTS_DIR.glob("*.ps1"):
+        if path.stem != envelope.COMMON_SCRIPT:
+            own = set(re.findall(r"^function ([\w-]+)", path.read_text(), re.MULTILINE))
+            assert not own & shared, path.name
 
 
 # --------------------------------------------------------------------------- CLIXML

@@ -74,3 +74,38 @@ function Get-ClusterNameOrNull {
         return $null
     }
 }
+
+function Stop-IfHyperVAccessDenied {
+    # For a script's trap: an error meaning "this account may not manage Hyper-V" becomes
+    # the AccessDenied failure (Write-Failure ends the script); other errors are left to the trap.
+    param($ErrorRecord)
+    if (Test-IsAccessDenied $ErrorRecord) {
+        Write-Failure 'AccessDenied' "This account may not manage Hyper-V on $env:COMPUTERNAME ($($ErrorRecord.Exception.Message)). Make it a member of Hyper-V Administrators (and of Administrators for the admin share)."
+    }
+}
+
+# WMI methods are called with named arguments: the positional order of a method's
+# parameters is not something to rely on across Windows versions.
+function Invoke-HyperVMethod($Object, [string]$Method, [hashtable]$Arguments) {
+    $in = $Object.GetMethodParameters($Method)
+    foreach ($key in $Arguments.Keys) { $in[$key] = $Arguments[$key] }
+    return $Object.InvokeMethod($Method, $in, $null)
+}
+
+# A WMI method either finishes at once (0) or starts a Msvm_ConcreteJob (4096) that we
+# poll until JobState 7 (Completed); anything else is a failure with the job's own words.
+function Wait-HyperVJob($Out, [string]$What, [int]$TimeoutSeconds = 1800) {
+    if ($Out.ReturnValue -eq 0) { return $null }
+    if ($Out.ReturnValue -ne 4096) { throw "$What failed (return value $($Out.ReturnValue))." }
+    $job = [wmi]$Out.Job
+    $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
+    while ($job.JobState -in 2, 3, 4, 5, 6) {
+        if ((Get-Date) -gt $deadline) { throw "$What did not finish within $TimeoutSeconds seconds." }
+        Start-Sleep -Milliseconds 500
+        $job.Get()
+    }
+    if ($job.JobState -ne 7) {
+        throw "$What failed: $($job.ErrorDescription) (error $($job.ErrorCode), job state $($job.JobState))."
+    }
+    return $job
+}

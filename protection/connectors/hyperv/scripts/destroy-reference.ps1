@@ -8,21 +8,11 @@ $ErrorActionPreference = 'Stop'
 $Namespace = 'root\virtualization\v2'
 $JobTimeoutSeconds = 600
 
-# Write-Result, Write-Failure (which ends the script) and Test-IsAccessDenied come from
-# _common.ps1, which the server puts in front of this script.
+# Write-Result, Write-Failure (which ends the script) and Stop-IfHyperVAccessDenied come
+# from _common.ps1, which the server puts in front of this script.
 trap {
-    if (Test-IsAccessDenied $_) {
-        Write-Failure 'AccessDenied' "This account may not manage Hyper-V on $env:COMPUTERNAME ($($_.Exception.Message)). Make it a member of Hyper-V Administrators (and of Administrators for the admin share)."
-    }
+    Stop-IfHyperVAccessDenied $_
     break
-}
-
-# WMI methods are called with named arguments: the positional order of a method's
-# parameters is not something to rely on across Windows versions.
-function Invoke-HyperVMethod($Object, [string]$Method, [hashtable]$Arguments) {
-    $in = $Object.GetMethodParameters($Method)
-    foreach ($key in $Arguments.Keys) { $in[$key] = $Arguments[$key] }
-    return $Object.InvokeMethod($Method, $in, $null)
 }
 
 $referenceId = [string]$Params.reference_point_id
@@ -38,16 +28,5 @@ if (-not $reference) {
 }
 $service = Get-WmiObject -Namespace $Namespace -Class Msvm_VirtualSystemReferencePointService
 $out = Invoke-HyperVMethod $service 'DestroyReferencePoint' @{ AffectedReferencePoint = $reference.__PATH }
-if ($out.ReturnValue -eq 4096) {
-    $job = [wmi]$out.Job
-    $deadline = (Get-Date).AddSeconds($JobTimeoutSeconds)
-    while ($job.JobState -in 2, 3, 4, 5, 6) {
-        if ((Get-Date) -gt $deadline) { throw "Destroying reference point $referenceId did not finish in time." }
-        Start-Sleep -Milliseconds 500
-        $job.Get()
-    }
-    if ($job.JobState -ne 7) { throw "Destroying reference point $referenceId failed: $($job.ErrorDescription)" }
-} elseif ($out.ReturnValue -ne 0) {
-    throw "Destroying reference point $referenceId failed (return value $($out.ReturnValue))."
-}
+[void](Wait-HyperVJob $out "Destroying reference point $referenceId" $JobTimeoutSeconds)
 Write-Result @{ destroyed = $true }

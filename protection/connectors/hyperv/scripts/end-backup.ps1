@@ -8,39 +8,12 @@
 
 $ErrorActionPreference = 'Stop'
 $Namespace = 'root\virtualization\v2'
-$JobTimeoutSeconds = 1800
 
-# Write-Result, Write-Failure (which ends the script) and Test-IsAccessDenied come from
-# _common.ps1, which the server puts in front of this script.
+# Write-Result, Write-Failure (which ends the script) and Stop-IfHyperVAccessDenied come
+# from _common.ps1, which the server puts in front of this script.
 trap {
-    if (Test-IsAccessDenied $_) {
-        Write-Failure 'AccessDenied' "This account may not manage Hyper-V on $env:COMPUTERNAME ($($_.Exception.Message)). Make it a member of Hyper-V Administrators (and of Administrators for the admin share)."
-    }
+    Stop-IfHyperVAccessDenied $_
     break
-}
-
-# WMI methods are called with named arguments: the positional order of a method's
-# parameters is not something to rely on across Windows versions.
-function Invoke-HyperVMethod($Object, [string]$Method, [hashtable]$Arguments) {
-    $in = $Object.GetMethodParameters($Method)
-    foreach ($key in $Arguments.Keys) { $in[$key] = $Arguments[$key] }
-    return $Object.InvokeMethod($Method, $in, $null)
-}
-
-function Wait-HyperVJob($Out, [string]$What) {
-    if ($Out.ReturnValue -eq 0) { return $null }
-    if ($Out.ReturnValue -ne 4096) { throw "$What failed (return value $($Out.ReturnValue))." }
-    $job = [wmi]$Out.Job
-    $deadline = (Get-Date).AddSeconds($JobTimeoutSeconds)
-    while ($job.JobState -in 2, 3, 4, 5, 6) {
-        if ((Get-Date) -gt $deadline) { throw "$What did not finish within $JobTimeoutSeconds seconds." }
-        Start-Sleep -Milliseconds 500
-        $job.Get()
-    }
-    if ($job.JobState -ne 7) {
-        throw "$What failed: $($job.ErrorDescription) (error $($job.ErrorCode), job state $($job.JobState))."
-    }
-    return $job
 }
 
 $checkpointId = [string]$Params.checkpoint_id

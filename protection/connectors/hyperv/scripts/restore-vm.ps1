@@ -18,12 +18,10 @@ $ErrorActionPreference = 'Stop'
 $MaxPath = 260
 $Staging = '.hvbackup-restore'
 
-# Write-Result, Write-Failure (which ends the script) and Test-IsAccessDenied come from
-# _common.ps1, which the server puts in front of this script.
+# Write-Result, Write-Failure (which ends the script) and Stop-IfHyperVAccessDenied come
+# from _common.ps1, which the server puts in front of this script.
 trap {
-    if (Test-IsAccessDenied $_) {
-        Write-Failure 'AccessDenied' "This account may not manage Hyper-V on $env:COMPUTERNAME ($($_.Exception.Message)). Make it a member of Hyper-V Administrators (and of Administrators for the admin share)."
-    }
+    Stop-IfHyperVAccessDenied $_
     break
 }
 
