@@ -5,20 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from storage.vdisk.errors import VdiskError
+from storage.vdisk.ranges import Range
+from storage.vdisk.ranges import merge_ranges as normalize
 
-Range = tuple[int, int]
-
-
-def normalize(ranges: Iterable[Range]) -> list[Range]:
-    """Sorted, non-overlapping, adjacent ranges merged, empty ones dropped."""
-    out: list[Range] = []
-    for off, length in sorted((o, n) for o, n in ranges if n > 0):
-        if out and off <= out[-1][0] + out[-1][1]:
-            last_off, last_len = out[-1]
-            out[-1] = (last_off, max(last_len, off + length - last_off))
-        else:
-            out.append((off, length))
-    return out
+# ``normalize``: sorted, non-overlapping, adjacent ranges merged, empty ones dropped; the one
+# implementation lives with the virtual-disk library every connector already uses.
 
 
 def subtract(ranges: Iterable[Range], holes: Iterable[Range]) -> list[Range]:
