@@ -154,3 +154,16 @@ def test_job_list_filters_by_period_and_search(admin_client: Client) -> None:
     searched = admin_client.get(reverse("protection:job-list"), {"q": "  OLD-v  "}).content
     assert b"old-vm" in searched and b"recent-vm" not in searched
     assert b'value="OLD-v"' in searched  # the search shows again, trimmed
+
+
+def test_job_detail_shows_the_warnings_of_a_succeeded_backup(readonly_client: Client) -> None:
+    """A committed backup whose cleanup failed succeeds, but the page says so, not only the log."""
+    job = make_job(
+        kind=JobKind.SYNCHRONIZATION,
+        state=JobState.SUCCEEDED,
+        result={"notes": ["Read 12 MiB", "Warning: the previous reference point X could not be destroyed"]},
+    )
+    page = readonly_client.get(reverse("protection:job-detail", args=[job.pk])).content.decode()
+    assert 'data-testid="job-warning"' in page
+    assert "the previous reference point X could not be destroyed" in page
+    assert page.count('data-testid="job-warning"') == 1  # plain notes stay in the log
