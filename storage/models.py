@@ -110,6 +110,15 @@ class Datastore(models.Model):
     uuid = models.CharField(max_length=64, blank=True, default="", editable=False)
     chunk_size = models.PositiveIntegerField(default=MIB, validators=[validate_chunk_size])
     encrypted = models.BooleanField(default=False)
+    # Colocation, chosen explicitly: when True several protection groups may share this
+    # datastore (identical data across them is stored once); when False it serves one group.
+    colocate = models.BooleanField(
+        default=True,
+        help_text="Allow several protection groups to share this datastore (identical data is stored once).",
+    )
+    # What the protection groups assigned to this datastore are planned to need (capacity
+    # planning writes it); the storage pool refuses a volume too small for it.
+    assigned_bytes = models.BigIntegerField(default=0, editable=False)
     # Refreshed after every job that writes or removes data, so pages never walk the store.
     used_bytes = models.BigIntegerField(default=0)
     chunk_count = models.BigIntegerField(default=0)
