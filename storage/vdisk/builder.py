@@ -73,8 +73,13 @@ def run(
 
 
 def pseudo_random(size: int, seed: int | str) -> bytes:
-    """Incompressible, reproducible content (so a pagefile really takes space)."""
-    return random.Random(seed).randbytes(size)
+    """Incompressible, reproducible content (so a pagefile really takes space).
+
+    Made in 1 MiB blocks: ``randbytes`` draws n*8 bits in one C int and overflows from
+    256 MiB on (the page file of a 4 GiB lab disk).
+    """
+    rng = random.Random(seed)
+    return b"".join(rng.randbytes(min(MiB, size - offset)) for offset in range(0, size, MiB))
 
 
 TEXT_WORDS = ("backup", "replica", "volume", "cluster", "invoice", "report", "quarter", "ledger")

@@ -72,3 +72,13 @@ def test_qemu_img_check_reports_damage(disk_images: dict[str, Path], tmp_path: P
     bad.write_bytes(disk_images["blank-dynamic.vhdx"].read_bytes()[: 2 * MiB])
     ok, output = builder.qemu_img_check(bad)
     assert not ok and output
+
+
+def test_pseudo_random_content_past_256_mib() -> None:
+    # randbytes() in one call overflowed from 256 MiB on: `lab create --size-gib 4` crashed.
+    size = 300 * MiB + 5
+    data = builder.pseudo_random(size, "big")
+    assert len(data) == size
+    assert data == builder.pseudo_random(size, "big")  # reproducible
+    assert data[:MiB] != data[MiB : 2 * MiB]  # blocks differ: not one block repeated
+    assert builder.pseudo_random(1000, "small") == builder.pseudo_random(1000, "small")
