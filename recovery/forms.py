@@ -24,6 +24,19 @@ from recovery.services.vmrestore import MAX_PATH
 MAX_RATE_MBPS = 100_000.0
 
 
+class FindForm(forms.Form):
+    """The recovery page's name search. A CharField refuses NUL characters (which
+    PostgreSQL cannot compare) with Django's own message instead of a database error."""
+
+    q = forms.CharField(max_length=255, required=False)
+
+    def query(self) -> str:
+        return str(self.cleaned_data.get("q") or "") if self.is_valid() else ""
+
+    def problem(self) -> str:
+        return " ".join(str(message) for message in self.errors.get("q", []))
+
+
 class WizardForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")  # labels read as plain text, also for screen readers

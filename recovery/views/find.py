@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET
 from backupsite.core.permissions import Action, require, visible
 from backupsite.core.types import HtmxHttpRequest
 from protection.models import VirtualMachine
+from recovery.forms import FindForm
 
 MAX_RESULTS = 200
 
@@ -35,10 +36,11 @@ def recoverable_machines(request: HtmxHttpRequest) -> QuerySet[VirtualMachine]:
 @require_GET
 def recovery_overview(request: HtmxHttpRequest) -> HttpResponse:
     require(request, Action.VIEW)
-    query = request.GET.get("q", "").strip()[:255]
+    search = FindForm(request.GET)
+    query = search.query()
     machines = recoverable_machines(request)
     found = machines.filter(name__icontains=query)[:MAX_RESULTS] if query else None
-    context: dict[str, Any] = {"query": query, "found": found}
+    context: dict[str, Any] = {"query": query, "found": found, "search_problem": search.problem()}
     if request.htmx and not request.htmx.boosted:
         return render(request, "recovery/overview.html#results", context)
     groups: dict[str, list[VirtualMachine]] = {}

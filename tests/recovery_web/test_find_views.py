@@ -64,3 +64,17 @@ def test_outsiders_see_nothing(outsider_client: Client, estate: dict[str, object
 
 def test_wrong_method(readonly_client: Client) -> None:
     assert readonly_client.post(URL).status_code == 405
+
+
+@pytest.mark.parametrize("headers", [{}, {"HX-Request": "true"}])
+def test_a_nul_character_or_an_overlong_search_is_refused_with_a_message(
+    readonly_client: Client, estate: dict[str, object], headers: dict[str, str]
+) -> None:
+    # PostgreSQL cannot compare text with NUL: this was a 500 (DataError).
+    page = readonly_client.get(URL, {"q": "sql\x00"}, headers=headers)
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Search not run: Null characters are not allowed." in text
+    assert "No virtual machine with recovery points matches" not in text
+    long = readonly_client.get(URL, {"q": "s" * 256}, headers=headers).content.decode()
+    assert "Search not run: Ensure this value has at most 255 characters" in long
