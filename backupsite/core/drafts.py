@@ -25,6 +25,22 @@ def expiry_cutoff() -> datetime:
     return timezone.now() - DRAFT_LIFETIME
 
 
+def without_nul(value: Any) -> Any:
+    """``value`` with NUL characters removed from every string in it.
+
+    Drafts keep input as typed, before it is validated; PostgreSQL's JSONB cannot hold
+    a NUL character, so one in any field would make the draft unsavable. The form still
+    sees (and refuses) what was posted; only the kept copy drops the NUL.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nul(item) for item in value]
+    return value
+
+
 class WizardDraftQuerySet(models.QuerySet[Any]):
     def owned_by(self, user: Any) -> Self:
         """The user's drafts that have not expired; nobody ever sees another's draft."""
@@ -73,7 +89,7 @@ class WizardDraft(models.Model):
         """Store the current step and input (only those columns, and ``updated``)."""
         if step is not None:
             self.step = step
-        self.data.update(sections)
+        self.data.update(without_nul(sections))
         self.save(update_fields=["step", "data", "updated"])
 
     def discard(self) -> None:

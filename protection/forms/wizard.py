@@ -9,6 +9,7 @@ between steps (a VM protected by someone else, a folder removed).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import time
@@ -309,6 +310,8 @@ class AllocationForm(WizardForm):
         try:
             churn = float(self["daily_churn_percent"].value())
         except (TypeError, ValueError):
+            churn = DEFAULT_DAILY_CHURN_PERCENT
+        if not math.isfinite(churn):  # "nan" and "inf" parse as floats
             churn = DEFAULT_DAILY_CHURN_PERCENT
         raw_days = str(self.draft.data.get("goals", {}).get("retention_days", DEFAULT_RETENTION_DAYS))
         days = int(raw_days) if raw_days.isdigit() else DEFAULT_RETENTION_DAYS
