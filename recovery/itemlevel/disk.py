@@ -16,7 +16,7 @@ from storage.engine.errors import EngineError
 from storage.vdisk import LOG_NOT_REPLAYED, VirtualDisk
 from storage.vdisk.chain import DiskFile, ParentOpener, ParentRef
 
-from .errors import ParentDiskMissing, item_errors
+from .errors import ItemNotFound, ParentDiskMissing, item_errors
 
 __all__ = [
     "LOG_NOT_REPLAYED",
@@ -99,7 +99,10 @@ def open_point_disk(
         parent = resolve_parent(ref, names)
         return parent, open_file(parent)
 
-    fh = open_file(name)
+    if name not in names:
+        raise ItemNotFound(f"the recovery point holds no disk file named {name}")
+    with item_errors(name):  # e.g. the store lost the file since the page listed it
+        fh = open_file(name)
     try:
         disk = open_disk(fh, name=name, parent_opener=parent_opener)
     except BaseException:

@@ -8,6 +8,7 @@ import pytest
 
 from recovery.itemlevel import (
     LOG_NOT_REPLAYED,
+    ItemNotFound,
     ParentDiskMissing,
     ParentRef,
     UnreadableDisk,
@@ -130,3 +131,18 @@ def test_damaged_vhdx(chain_image: Image) -> None:
     truncated = chain_image.vhdx.read_bytes()[:100_000]
     with pytest.raises(UnreadableDisk):
         open_disk(io.BytesIO(truncated), name="short.vhdx")
+
+
+def test_a_disk_the_point_does_not_hold_is_an_item_level_error(fat_image: Image) -> None:
+    # The engine's FileNotInPoint escaped item-level recovery's error family.
+    with pytest.raises(ItemNotFound, match=r"holds no disk file named Virtual Hard Disks/gone\.vhdx"):
+        fat_image.open(f"{VHD_DIR}/gone.vhdx")
+    listed_but_lost = Image(**{**fat_image.__dict__, "names": [*fat_image.names, f"{VHD_DIR}/lost.vhdx"]})
+    with pytest.raises(UnreadableDisk, match="cannot be read"):
+        listed_but_lost.open(f"{VHD_DIR}/lost.vhdx")
+
+
+def test_star_import_of_the_package_works() -> None:
+    namespace: dict[str, object] = {}
+    exec("from recovery.itemlevel import *", namespace)  # noqa: S102 - what `__all__` promises
+    assert "DiskFile" in namespace and "ItemLevelError" in namespace
