@@ -2,6 +2,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from backupsite.core.jobs.workers import workers_status
 from backupsite.core.permissions import Action, user_can, user_roles
 
 
@@ -14,4 +15,5 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
         "can_protect": user_can(user, Action.PROTECT),
         "can_recover": user_can(user, Action.RECOVER),
         "can_manage": user_can(user, Action.MANAGE),
+        "workers": workers_status(),
     }

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from backupsite.core.jobs.context import JobContext, JobError
-from backupsite.core.jobs.registry import handles
-from backupsite.core.models import JobKind
+from backupsite.core.jobs.registry import handles, when_abandoned
+from backupsite.core.models import Job, JobKind
 from protection.services import lifecycle
-from protection.services.backup import run_backup_job
+from protection.services.backup import BACKUP_KINDS, mark_abandoned, run_backup_job
 from protection.services.inventory import sync_host_inventory
 
 
@@ -32,6 +32,11 @@ def refresh_inventory(context: JobContext) -> dict[str, Any]:
 @handles(JobKind.CONSISTENCY_CHECK)
 def backup(context: JobContext) -> dict[str, Any]:
     return run_backup_job(context)
+
+
+@when_abandoned(*BACKUP_KINDS)
+def backup_abandoned(job: Job) -> None:
+    mark_abandoned(job)
 
 
 @handles(JobKind.STOP_PROTECTION)

@@ -403,6 +403,23 @@ def _summary(outcome: BackupOutcome) -> str:
     return text
 
 
+BACKUP_KINDS = tuple(POINT_KIND_FOR_JOB)
+
+
+def mark_abandoned(job: Job) -> None:
+    """A backup lost with its worker: nothing was committed (the manifest is the commit
+    point), but the replica cannot be trusted to match the VM, so it is inconsistent (a
+    consistency check follows per the group's policy) and the administrator is told."""
+    source = ProtectedDataSource.objects.select_related("vm", "group").filter(vm_id=job.vm_id).first()
+    if source is None or source.replica_state == ReplicaState.STOPPED:
+        return
+    reason = f"{POINT_KIND_FOR_JOB[job.kind].label} was interrupted: {job.error}"
+    ProtectedDataSource.objects.filter(pk=source.pk).update(
+        replica_state=ReplicaState.INCONSISTENT, inconsistency_reason=reason[:2000]
+    )
+    Alert.raise_alert(AlertKind.BACKUP_FAILED, reason, vm=source.vm, group=source.group, job=job)
+
+
 def _mark_inconsistent(source: ProtectedDataSource, context: JobContext, reason: str) -> None:
     if context.is_cancelled():
         return  # a cancelled sync leaves the previous replica intact and consistent

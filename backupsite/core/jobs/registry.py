@@ -11,7 +11,11 @@ from django.utils.module_loading import autodiscover_modules
 from backupsite.core.jobs.context import JobContext
 
 Handler = Callable[[JobContext], dict[str, Any] | None]
+# Called with a job the reaper failed because its worker was lost: the handler never got to
+# clean up, so the feature that owns the kind does (e.g. a replica left half-written).
+AbandonedHook = Callable[[Any], None]
 _handlers: dict[str, Handler] = {}
+_abandoned: dict[str, list[AbandonedHook]] = {}
 
 
 def handles(kind: str) -> Callable[[Handler], Handler]:
@@ -20,6 +24,22 @@ def handles(kind: str) -> Callable[[Handler], Handler]:
         return function
 
     return decorate
+
+
+def when_abandoned(*kinds: str) -> Callable[[AbandonedHook], AbandonedHook]:
+    """Register what to do when a job of one of ``kinds`` was lost with its worker."""
+
+    def decorate(function: AbandonedHook) -> AbandonedHook:
+        for kind in kinds:
+            _abandoned.setdefault(kind, []).append(function)
+        return function
+
+    return decorate
+
+
+def abandoned_hooks(kind: str) -> list[AbandonedHook]:
+    load_handlers()
+    return list(_abandoned.get(kind, []))
 
 
 def load_handlers() -> None:

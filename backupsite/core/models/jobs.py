@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import timedelta
 from typing import Any
 
@@ -37,10 +39,34 @@ class JobState(models.TextChoices):
 
 FINISHED_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
-STALE_AFTER = timedelta(minutes=10)
+# A running job's worker bumps its heartbeat every HEARTBEAT_EVERY from a thread of its
+# own, whatever the job is doing; silence for STALE_AFTER means the worker is gone. A
+# worker that is still alive on this machine but silent (stuck in I/O, or cut off from
+# the database) is given STUCK_AFTER before its job is failed.
+HEARTBEAT_EVERY = timedelta(seconds=10)
+STALE_AFTER = timedelta(seconds=45)
+STUCK_AFTER = timedelta(minutes=10)
 # The django-q2 task that runs a job. Queued tasks and one-off retry schedules store this
 # dotted path in the database, so a rename needs a data migration (see 0003_jobs).
 RUN_JOB_TASK = "backupsite.core.jobs.runner.run_job"
+
+
+def this_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_alive(worker: str) -> bool | None:
+    """True/False for a "host:pid" on this machine; None when it cannot be told from here."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -90,6 +116,9 @@ class Job(models.Model):
     # Bumped by the worker while it runs; a running job whose heartbeat stops was
     # lost with its worker and is failed by the reaper so its VM lock is freed.
     heartbeat = models.DateTimeField(null=True, blank=True)
+    # "host:pid" of the worker process that runs the job, so a lost job can be told apart
+    # from a slow one: a process that no longer exists on this machine is certainly gone.
+    worker = models.CharField(max_length=300, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
     duration_seconds = models.FloatField(null=True, blank=True)
 
@@ -128,8 +157,37 @@ class Job(models.Model):
         return timedelta(seconds=round(remaining / self.rate_bytes_per_second))
 
     def is_stale(self, now: Any = None) -> bool:
+        return self.silent_for(now) > STALE_AFTER
+
+    def silent_for(self, now: Any = None) -> timedelta:
         last_sign_of_life = self.heartbeat or self.started or self.created
-        return (now or timezone.now()) - last_sign_of_life > STALE_AFTER
+        return max(timedelta(0), (now or timezone.now()) - last_sign_of_life)
+
+    def lost_cause(self, now: Any = None) -> str:
+        """Why this running job is lost with its worker, or "" while it may still finish."""
+        if self.state != JobState.RUNNING:
+            return ""
+        silent = self.silent_for(now)
+        alive = worker_alive(self.worker)
+        if alive is False:
+            return (
+                f"The worker process running this job ({self.worker}) is gone: it was killed or "
+                "crashed, or the worker cluster was restarted."
+            )
+        if silent <= STALE_AFTER:
+            return ""
+        if alive is None:  # another machine, or not recorded: silence is all we know
+            return (
+                f"The worker running this job ({self.worker or 'unknown'}) sent no heartbeat for "
+                f"{int(silent.total_seconds())} s: its process or machine was lost, or it cannot "
+                "reach the database."
+            )
+        if silent > STUCK_AFTER:
+            return (
+                f"The worker process running this job ({self.worker}) is alive but made no progress "
+                f"and sent no heartbeat for {int(silent.total_seconds() // 60)} min: it is stuck."
+            )
+        return ""  # alive here and silent for a while: cut off from the database, or busy
 
     @classmethod
     def submit(cls, kind: str, *, requested_by: Any = None, **fields: Any) -> Job:
