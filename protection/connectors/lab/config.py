@@ -145,6 +145,10 @@ class LabHostConfig:
     free_bytes: int | None  # None: report the real free space of the folder's volume
     hardware_vss_provider: bool
     rct_history: int  # how many reference points a disk's RCT journal remembers
+    # The speed a backup reads the host's files at (a link or disk slower than the lab's
+    # folder); None: as fast as the folder. For demos of progress and for fault tests
+    # that must catch a backup in the middle.
+    read_bytes_per_second: int | None = None
 
 
 def load_host_config(folder: Path) -> LabHostConfig:
@@ -179,6 +183,11 @@ def load_host_config(folder: Path) -> LabHostConfig:
         free_bytes=None if free is None else f.integer("free_bytes"),
         hardware_vss_provider=f.flag("hardware_vss_provider"),
         rct_history=f.integer("rct_history", 16, minimum=1),
+        read_bytes_per_second=(
+            None
+            if f.data.get("read_bytes_per_second") is None
+            else f.integer("read_bytes_per_second", minimum=1)
+        ),
     )
 
 

@@ -47,6 +47,7 @@ def write_host_json(
     free_bytes: int | None = None,
     hardware_vss_provider: bool = False,
     rct_history: int = 16,
+    read_bytes_per_second: int | None = None,
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     ic = integration_services_version or HOST_DEFAULTS.get(os_version, ("10.0.20348", ""))[0]
@@ -63,6 +64,7 @@ def write_host_json(
             "free_bytes": free_bytes,
             "hardware_vss_provider": hardware_vss_provider,
             "rct_history": rct_history,
+            "read_bytes_per_second": read_bytes_per_second,
         },
     )
     return folder

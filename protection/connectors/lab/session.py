@@ -9,11 +9,12 @@ or nothing (failure); the lock is released in every case.
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from protection.connectors import prerequisites
 from protection.connectors.lab import config, inventory
@@ -35,11 +36,52 @@ from storage.vdisk import VdiskError, read_layout, virtual_to_file_ranges
 from storage.vdisk.pagefile import volatile_virtual_ranges
 
 
-def _opener(path: Path) -> Callable[[], BinaryIO]:
+def _opener(path: Path, bytes_per_second: int | None = None) -> Callable[[], BinaryIO]:
     def open_file() -> BinaryIO:
-        return path.open("rb")
+        fh = path.open("rb")
+        return fh if bytes_per_second is None else PacedFile(fh, bytes_per_second)  # type: ignore[return-value]
 
     return open_file
+
+
+class PacedFile(io.RawIOBase):
+    """A file read no faster than ``bytes_per_second``: a host behind a slower link.
+
+    ``fileno`` stays available so holes are still found without reading them.
+    """
+
+    def __init__(self, fh: BinaryIO, bytes_per_second: int) -> None:
+        self._fh = fh
+        self._rate = bytes_per_second
+        self._read = 0
+        self._began = time.monotonic()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._fh.readinto(buffer)  # type: ignore[attr-defined]
+        self._read += count or 0
+        ahead = self._read / self._rate - (time.monotonic() - self._began)
+        if ahead > 0:
+            time.sleep(ahead)
+        return int(count or 0)
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
 
 
 class LabBackupSession(EndsAsFailedOnExit):
@@ -52,6 +94,7 @@ class LabBackupSession(EndsAsFailedOnExit):
         offline: bool,
         rct_history: int,
         tracked: bool,
+        read_bytes_per_second: int | None = None,
     ):
         self.session_id = uuid.uuid4().hex
         self.vm = vm
@@ -64,6 +107,7 @@ class LabBackupSession(EndsAsFailedOnExit):
         self._lock = lock
         self._paths: dict[str, Path] = {}
         self._history = rct_history
+        self._read_rate = read_bytes_per_second
         self._excluded: dict[str, list[Range]] = {}
         self.ended = False
 
@@ -73,7 +117,8 @@ class LabBackupSession(EndsAsFailedOnExit):
         if name in self._paths:
             return
         self._paths[name] = path
-        self.files.append(BackupFile(name, path.stat().st_size, kind, _opener(path), disk_id))
+        opener = _opener(path, self._read_rate)
+        self.files.append(BackupFile(name, path.stat().st_size, kind, opener, disk_id))
 
     def _file(self, file_name: str) -> BackupFile:
         for f in self.files:
@@ -188,7 +233,14 @@ def begin_lab_backup(
     )
     lock = VMLock(cfg.folder, f"backup of {vm.name}").acquire(lock_wait_seconds)
     session = LabBackupSession(
-        vm, cfg.folder, lock, Consistency(consistency), offline, host_cfg.rct_history, tracked
+        vm,
+        cfg.folder,
+        lock,
+        Consistency(consistency),
+        offline,
+        host_cfg.rct_history,
+        tracked,
+        host_cfg.read_bytes_per_second,
     )
     try:
         session.events.append(f"{consistency}-consistent checkpoint: {'; '.join(reasons)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -289,3 +290,34 @@ def test_disk_symlinked_outside_the_vm_folder_is_refused(lab: Lab, tmp_path: Pat
         lab.connector.begin_backup(lab.ids["WIN01"], Consistency.APPLICATION)
     churn(lab.cfg("SQL01"), 1, wait=0)  # unrelated VM unaffected
     VMLock(lab.folder / "Virtual Machines" / "WIN01", "t").acquire(0).release()
+
+
+def test_a_host_behind_a_slow_link_is_read_at_its_pace(make_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = make_lab(read_bytes_per_second=4 * MiB)
+    lab.add("WIN01")
+    session = lab.connector.begin_backup(lab.ids["WIN01"], Consistency.APPLICATION)
+    try:
+        with session.files[0].open() as fh:
+            began = time.monotonic()
+            data = fh.read(2 * MiB)
+            elapsed = time.monotonic() - began
+            assert len(data) == 2 * MiB
+            assert data == lab.disk("WIN01").read_bytes()[: 2 * MiB]  # the same bytes, only slower
+            assert elapsed >= 0.45  # 2 MiB at 4 MiB/s
+            assert fh.fileno() >= 0  # holes are still found without reading them
+    finally:
+        lab.connector.end_backup(session, ok=False)
+    fast = make_lab("LAB-HV02")
+    fast.add("WIN02")
+    with fast.connector.begin_backup(fast.ids["WIN02"], Consistency.APPLICATION) as unpaced:
+        with unpaced.files[0].open() as fh:
+            began = time.monotonic()
+            fh.read(2 * MiB)
+            assert time.monotonic() - began < 0.45
+        fast.connector.end_backup(unpaced, ok=False)
+
+
+def test_a_bad_read_rate_is_refused(make_lab) -> None:  # type: ignore[no-untyped-def]
+    lab = make_lab(read_bytes_per_second=0)
+    with pytest.raises(ConnectorError, match="'read_bytes_per_second' must be at least 1"):
+        lab.connector.host_config()

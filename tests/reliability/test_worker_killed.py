@@ -1,0 +1,201 @@
+"""SIGKILL of the worker process in the middle of a backup, at random moments.
+
+A real django-q2 cluster runs the jobs; the lab host is read at a fixed pace so that a
+backup can be caught part way. Each time: the job fails with the real cause within a
+minute (found by the cluster's own reaper schedule), the replica is marked inconsistent
+and an alert raised, nothing half-written is offered as a recovery point, the host is
+left without a checkpoint, every committed point still restores byte for byte, and the
+next run (a consistency check) succeeds and clears the alert.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from django_q.models import Schedule
+
+from backupsite.core.models import Job, JobKind, JobState
+from protection.connectors.lab.config import HOST_FILE, write_json_atomic
+from protection.connectors.lab.guest import LOCK_FILE, churn
+from protection.models import Alert, AlertKind, RecoveryPoint, ReplicaState
+from tests.browser.workers import WorkerCluster, queue_jobs_for_real, start_cluster
+from tests.protection.conftest import ProtectedLab, restore_and_compare
+from tests.reliability.report import FaultRow, record
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+MiB = 1024 * 1024
+KILLS = 3
+READ_RATE = 12 * MiB  # bytes/s: a backup of the lab VM takes a few seconds
+
+
+@pytest.fixture
+def cluster(
+    transactional_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[WorkerCluster]:
+    queue_jobs_for_real(monkeypatch)
+    # The reaper as bootstrap schedules it: the cluster itself must find lost jobs.
+    Schedule.objects.create(
+        name="reap-stale-jobs",
+        func="backupsite.core.jobs.reaper.reap_stale_jobs",
+        schedule_type=Schedule.MINUTES,
+        minutes=1,
+        repeats=-1,
+        next_run=timezone.now(),
+    )
+    worker_cluster = start_cluster(settings.DATABASES["default"], tmp_path / "qcluster.log")
+    failed_before = request.session.testsfailed
+    try:
+        worker_cluster.wait_ready()
+        yield worker_cluster
+    finally:
+        worker_cluster.stop()
+        if request.session.testsfailed > failed_before:
+            print(worker_cluster.output())
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def finished(job: Job, timeout: float = 120) -> Job:
+    def done() -> Job | None:
+        job.refresh_from_db()
+        return job if job.is_finished else None
+
+    return wait_for(done, timeout, f"job #{job.pk} to finish")  # type: ignore[no-any-return]
+
+
+def slow_host(lab: ProtectedLab) -> None:
+    import json
+
+    data = json.loads((lab.folder / HOST_FILE).read_text())
+    write_json_atomic(lab.folder / HOST_FILE, {**data, "read_bytes_per_second": READ_RATE})
+
+
+def checkpoint_held(lab: ProtectedLab) -> bool:
+    """Does anything still hold the VM's backup lock (the lab's recovery checkpoint)?"""
+    vm_folder = lab.disk(lab.windows).parent.parent
+    lock = vm_folder / LOCK_FILE
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_worker_killed_mid_backup(
+    protected_lab: ProtectedLab, cluster: WorkerCluster, tmp_path: Path
+) -> None:
+    lab = protected_lab
+    vm = lab.windows
+    slow_host(lab)
+    rng = random.Random(os.environ.get("RELIABILITY_SEED", "worker-kill"))
+
+    committed: dict[str, bytes] = {}
+    detection: list[float] = []
+    kinds: list[str] = []
+
+    for attempt in range(KILLS):
+        # The first kill lands in the initial replica (the replica is "creating"); the
+        # others in consistency checks, which read the whole disk like it.
+        kind = JobKind.INITIAL_REPLICA if attempt == 0 else JobKind.CONSISTENCY_CHECK
+        kinds.append(kind)
+        if attempt:
+            churn(lab.connector.vm_config(vm.hyperv_id), 2.0, seed=attempt)
+        expected_now = lab.disk(vm).read_bytes()
+        points_before = set(RecoveryPoint.objects.values_list("point_id", flat=True))
+        job = Job.submit(kind, vm=vm, group=lab.group)
+        fraction = rng.uniform(0.1, 0.7)  # a random moment of the read
+
+        def reading(job: Job = job, fraction: float = fraction) -> bool:
+            job.refresh_from_db()
+            assert not job.is_finished, f"finished before the kill: {job.state} {job.error}"
+            return (
+                job.state == JobState.RUNNING
+                and job.bytes_total > 0
+                and (job.bytes_done >= fraction * job.bytes_total)
+            )
+
+        wait_for(reading, 60, f"job #{job.pk} to be {fraction:.0%} through")
+        worker_pid = int(job.worker.rpartition(":")[2])
+        os.kill(worker_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        job = finished(job, timeout=150)
+        detection.append(time.monotonic() - killed_at)
+        assert job.state == JobState.FAILED
+        assert f"({job.worker}) is gone: it was killed or crashed" in job.error
+        assert job.message == "Failed: worker lost"
+        # The reaper fails the job first, then tells protection: give it a moment.
+        alerts = Alert.objects.active().filter(kind=AlertKind.BACKUP_FAILED, vm=vm)
+        alert = wait_for(alerts.first, 10, "the backup-failed alert")
+        source = lab.source(vm)
+        assert source.replica_state == ReplicaState.INCONSISTENT
+        assert "was interrupted" in source.inconsistency_reason
+        assert alert.job_id == job.pk
+        # Nothing half-written is offered; the host holds no checkpoint any more.
+        assert set(RecoveryPoint.objects.values_list("point_id", flat=True)) == points_before
+        assert {p.id for p in lab.datastore.open_engine().points(vm.hyperv_id)} == points_before
+        assert not checkpoint_held(lab)
+
+        # The next run repairs the replica and clears the alert.
+        check = finished(Job.submit(JobKind.CONSISTENCY_CHECK, vm=vm, group=lab.group))
+        assert check.state == JobState.SUCCEEDED, check.error
+        assert lab.source(vm).replica_state == ReplicaState.OK
+        assert not Alert.objects.active().filter(kind=AlertKind.BACKUP_FAILED, vm=vm).exists()
+        committed[check.result["recovery_point"]] = expected_now
+
+    # Every committed point restores what it was taken from; the datastore verifies clean.
+    for point_id, expected in committed.items():
+        live = tmp_path / "expected.vhdx"
+        live.write_bytes(expected)
+        restored = tmp_path / f"restore-{point_id}"
+        target_disk = live.with_name(lab.disk(vm).name)
+        live.rename(target_disk)
+        restore_and_compare(lab.datastore, point_id, target_disk, restored)
+        target_disk.unlink()
+    report = lab.datastore.open_engine().verify()
+    assert not report.bad_chunks and not report.missing_chunks
+
+    assert max(detection) < 60
+    record(
+        FaultRow(
+            fault="SIGKILL of the worker process",
+            during="initial replica, then consistency checks; at 10-70% of the read",
+            injected=KILLS,
+            happened=(
+                f"job failed by the cluster's reaper {min(detection):.0f}-{max(detection):.0f} s "
+                "after the kill "
+                "(worker process gone); replica marked inconsistent; no point committed; no checkpoint left; "
+                "the next consistency check succeeded"
+            ),
+            user_saw=(
+                "job: 'Failed: worker lost' with the cause; alert 'Backup failed' until the check succeeded"
+            ),
+            nothing_lost=(
+                f"{len(committed)} committed points restored, cmp + qemu-img compare identical; verify clean"
+            ),
+        )
+    )
