@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from backupsite.core.jobs.runner import run_job
@@ -175,6 +177,7 @@ def test_import_on_an_empty_catalog_restores_it_and_a_recovery_from_it_is_byte_i
     protected_lab: ProtectedLab,  # noqa: F811
     tmp_path: Path,
     admin_user: Any,
+    admin_client: Client,
 ) -> None:
     lab = protected_lab
     disk = lab.disk(lab.linux)
@@ -233,8 +236,15 @@ def test_import_on_an_empty_catalog_restores_it_and_a_recovery_from_it_is_byte_i
     initial_row.datastore.open_engine(write=False).restore(initial_row.point_id, tmp_path / "initial")
     same_disk(tmp_path / "initial" / "Virtual Hard Disks" / disk.name, at_initial)
 
-    # The host answers: protection resumes with a consistency check (change tracking is lost).
-    sync_host_inventory(Host.objects.get(name="LAB-HV01"))
+    # The administrator confirms the host's connection on its page; once the host answers
+    # the inventory, protection resumes with a consistency check (change tracking is lost).
+    imported = Host.objects.get(name="LAB-HV01")
+    form = {"connection_kind": "lab", "address": imported.address, "auth_kind": "ntlm"}
+    response = admin_client.post(reverse("protection:host-connection", args=[imported.pk]), form)
+    assert response.status_code == 302
+    run_job(Job.objects.get(kind=JobKind.INVENTORY, host=imported).pk)
+    imported.refresh_from_db()
+    assert imported.status == HostStatus.OK
     assert {s.replica_state for s in ProtectedDataSource.objects.all()} == {ReplicaState.INCONSISTENT}
     due = due_jobs(timezone.now())
     assert {(d.kind, d.source.vm.name) for d in due} == {
