@@ -200,7 +200,7 @@ def test_import_on_an_empty_catalog_restores_it_and_a_recovery_from_it_is_byte_i
     assert "skipped points           0" in out and "Note:" not in out  # every point is self-describing
     assert catalog() == before
     host = Host.objects.get()
-    assert host.status == HostStatus.UNKNOWN and "refresh its inventory" in host.status_message
+    assert host.status == HostStatus.UNKNOWN and "Refresh its inventory" in host.status_message
     assert host.credentials == {}
     sources = ProtectedDataSource.objects.all()
     assert {s.replica_state for s in sources} == {ReplicaState.IMPORTED}
@@ -310,7 +310,7 @@ def test_points_without_catalog_metadata_import_with_fallbacks_and_a_corrupt_man
     assert datastore.name == "old" and datastore.uuid == engine.settings.uuid
     old_host = Host.objects.get(name="HV-OLD")
     assert old_host.connection_kind == ConnectionKind.HYPERV and old_host.status == HostStatus.CREDENTIALS
-    assert "Enter this host's credentials" in old_host.status_message
+    assert "Enter this host's credentials (Change connection)" in old_host.status_message
     assert Host.objects.get(name="imported-old").virtual_machines.get().name == "OLD-WEB"
     sql = VirtualMachine.objects.get(name="OLD-SQL")
     assert sql.host == old_host

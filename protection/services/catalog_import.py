@@ -55,9 +55,9 @@ from storage.engine import (
 from storage.models import Datastore
 
 IMPORTED_REASON = (
-    "Imported from datastore {datastore}. No backup runs until the host answers: enter its "
-    "credentials (if it needs them) and refresh its inventory; a consistency check then "
-    "brings the replica up to date."
+    "Imported from datastore {datastore}. No backup runs until the host answers an inventory "
+    "(a Hyper-V host needs its credentials first: Change connection on the host's page); a "
+    "consistency check then brings the replica up to date."
 )
 
 
@@ -279,8 +279,12 @@ class _Importer:
             status=HostStatus.CREDENTIALS if needs_credentials else HostStatus.UNKNOWN,
             status_message=(
                 f"Imported from datastore {self.datastore.name}. "
-                + ("Enter this host's credentials, then " if needs_credentials else "")
-                + "refresh its inventory; backups of its VMs resume once it answers."
+                + (
+                    "Enter this host's credentials (Change connection)"
+                    if needs_credentials
+                    else "Refresh its inventory"
+                )
+                + "; backups of its VMs resume once it answers."
             ),
         )
         self.report.hosts.add(name, True)

@@ -69,8 +69,9 @@ def summary(report: ImportReport) -> list[str]:
     lines += [f"Note: {note}" for note in report.notes]
     if report.sources.new:
         lines.append(
-            "Protection of the imported VMs waits for their hosts: enter each host's credentials "
-            "(Hyper-V hosts), refresh its inventory, then check the datastore with a verify."
+            "Protection of the imported VMs waits for their hosts: check the datastore with a verify, "
+            "then enter each Hyper-V host's credentials (Change connection on its page) or refresh "
+            "a lab host's inventory; see docs/operations.md."
         )
     if report.dry_run:
         lines.append("Dry run: nothing was changed.")
