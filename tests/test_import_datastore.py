@@ -446,6 +446,23 @@ def test_encrypted_datastore_needs_its_key_and_is_refused_until_the_server_can_k
     nothing_imported()
 
 
+def test_a_key_for_a_datastore_that_is_not_encrypted_is_not_used(tmp_path: Path) -> None:
+    EngineDatastore.create(tmp_path / "plain")
+    key = tmp_path / "k"
+    key.write_text("some key")
+    out = import_command(str(tmp_path / "plain"), "--key-file", str(key))
+    assert "the key was not used" in out and Datastore.objects.get().encrypted is False
+
+
+def test_a_row_from_before_datastores_had_ids_adopts_the_store(tmp_path: Path) -> None:
+    engine = EngineDatastore.create(tmp_path / "store")
+    row = Datastore.objects.create(name="legacy", path=str(tmp_path / "store"))
+    out = import_command(str(tmp_path / "store"))
+    assert "moved" not in out and "'legacy' (already registered)" in out
+    row.refresh_from_db()
+    assert row.uuid == engine.settings.uuid and Datastore.objects.count() == 1
+
+
 def test_dry_run_reports_and_changes_nothing(tmp_path: Path) -> None:
     store = tmp_path / "old"
     engine = EngineDatastore.create(store)

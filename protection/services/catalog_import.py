@@ -190,16 +190,20 @@ def import_datastore(
     path = str(Path(path).absolute())
     settings = _settings_at(path)
     row = _find_row(path, settings.uuid, name)
+    report = ImportReport(datastore_path=path, dry_run=dry_run)
+    if key is not None and not settings.encrypted:
+        report.notes.append("The datastore is not encrypted; the key was not used.")
+        key = None
     engine = _open_engine(path, settings.encrypted, key)
     scan = engine.scan_points()
-    report = ImportReport(datastore_path=path, dry_run=dry_run)
     report.skipped = [(point, f"unreadable manifest: {reason}") for point, reason in scan.unreadable]
     with transaction.atomic():
         if row is None:
             row = _register(name or _unique_name(Path(path).name or "imported"), path, key)
             report.datastore_new = True
         elif row.path != path or not row.uuid:
-            report.notes.append(f"Datastore {row.name!r} moved from {row.path} to {path}.")
+            if row.path != path:
+                report.notes.append(f"Datastore {row.name!r} moved from {row.path} to {path}.")
             Datastore.objects.filter(pk=row.pk).update(path=path, uuid=settings.uuid)
             row.path, row.uuid = path, settings.uuid
         report.datastore = row.name
