@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import DataError
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -44,7 +45,7 @@ from protection.models import (
     VirtualMachine,
 )
 from protection.scheduler import due_jobs
-from protection.services.catalog_import import import_datastore
+from protection.services.catalog_import import _Importer, import_datastore
 from protection.services.catalog_rows import group_fields
 from protection.services.inventory import sync_host_inventory
 from protection.services.pointmeta import GROUP_POLICY_FIELDS, group_policy
@@ -335,6 +336,34 @@ def test_points_without_catalog_metadata_import_with_fallbacks_and_a_corrupt_man
     assert report.points.new == [newer] and len(report.points.existing) == 2
     assert not (report.hosts.new or report.vms.new or report.groups.new or report.sources.new)
     assert RecoveryPoint.objects.get(point_id=newer).vm == sql
+
+
+def test_values_the_catalog_cannot_hold_skip_only_their_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "odd"
+    engine = EngineDatastore.create(store)
+    files = tmp_path / "files"
+    files.mkdir()
+    long_id = old_point(engine, files, "x" * 40, "NOT-HYPERV", {})
+    upper = old_point(engine, files, "33333333-AAAA-BBBB-CCCC-000000000001", "UPPER", {"host": "H" * 300})
+    refused = old_point(engine, files, "33333333-aaaa-bbbb-cccc-000000000002", "REFUSED", {"host": "HV9"})
+    disks = _Importer._disks
+
+    def database_refuses(self: _Importer, vm: VirtualMachine, point: Any, catalog: Any) -> None:
+        if vm.name == "REFUSED":
+            raise DataError("value too long for type character varying(8)\nDETAIL: ...")
+        disks(self, vm, point, catalog)
+
+    monkeypatch.setattr(_Importer, "_disks", database_refuses)
+    report = import_datastore(str(store))
+    skipped = dict(report.skipped)
+    assert "is not a Hyper-V VM id (more than 36 characters)" in skipped[long_id]
+    assert skipped[refused] == "could not be cataloged: value too long for type character varying(8)"
+    assert report.points.new == [upper] and report.vms.new == ["UPPER"] and report.hosts.new == ["H" * 255]
+    vm = VirtualMachine.objects.get()
+    assert vm.hyperv_id == "33333333-aaaa-bbbb-cccc-000000000001" and vm.host.name == "H" * 255
+    assert not Host.objects.filter(name="HV9").exists()  # rolled back with the VM that failed
 
 
 def test_group_policy_snapshot_round_trips() -> None:

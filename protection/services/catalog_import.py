@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from backupsite.core.models import AuditEvent
@@ -59,6 +59,10 @@ IMPORTED_REASON = (
     "(a Hyper-V host needs its credentials first: Change connection on the host's page); a "
     "consistency check then brings the replica up to date."
 )
+
+
+VM_ID_LENGTH = VirtualMachine._meta.get_field("hyperv_id").max_length or 36
+POINT_ID_LENGTH = RecoveryPoint._meta.get_field("point_id").max_length or 64
 
 
 class ImportRefused(Exception):
@@ -231,12 +235,22 @@ class _Importer:
     def run(self, points: list[PointInfo]) -> None:
         by_vm: dict[str, list[PointInfo]] = defaultdict(list)
         for point in points:
-            if not point.vm_id:
-                self.report.skipped.append((point.id, "the manifest names no VM id"))
+            problem = _unusable(point)
+            if problem:
+                self.report.skipped.append((point.id, problem))
                 continue
-            by_vm[point.vm_id].append(point)
+            by_vm[point.vm_id.lower()].append(point)  # inventory stores Hyper-V ids in lower case
         for vm_points in by_vm.values():
-            self._import_vm(vm_points)  # oldest first: the newest describes the VM
+            # A savepoint per VM: a value the database refuses skips that VM's points, with
+            # the reason, instead of ending the import with a traceback.
+            tallies = _copy_tallies(self.report)
+            try:
+                with transaction.atomic():
+                    self._import_vm(vm_points)  # oldest first: the newest describes the VM
+            except DatabaseError as error:
+                _restore_tallies(self.report, tallies)
+                reason = f"could not be cataloged: {str(error).strip().splitlines()[0]}"
+                self.report.skipped += [(point.id, reason) for point in vm_points]
 
     def _import_vm(self, points: list[PointInfo]) -> None:
         newest = points[-1]
@@ -250,18 +264,18 @@ class _Importer:
         groups: dict[str, ProtectionGroup] = {}
         for point in points:
             snapshot = _catalog(point).get("group") or {}
-            group_name = str(snapshot.get("name") or self.fallback_group)
+            group_name = str(snapshot.get("name") or self.fallback_group)[:200]
             if group_name not in groups:
                 groups[group_name] = self._group(group_name, snapshot, points)
             self._point(point, vm, groups[group_name])
         newest_group = _catalog(newest).get("group") or {}
-        self._source(vm, groups[str(newest_group.get("name") or self.fallback_group)], points)
+        self._source(vm, groups[str(newest_group.get("name") or self.fallback_group)[:200]], points)
 
     # -- rows, each looked up first and never changed -----------------------
 
     def _host(self, point: PointInfo, catalog: dict[str, Any]) -> Host:
         entry = catalog.get("host") or {}
-        name = str(entry.get("name") or point.metadata.get("host") or self.fallback_host)
+        name = str(entry.get("name") or point.metadata.get("host") or self.fallback_host)[:255]
         host = Host.objects.filter(name=name).first()
         if host is not None:
             if name not in self.report.hosts.existing + self.report.hosts.new:
@@ -278,7 +292,7 @@ class _Importer:
         host = Host.objects.create(
             name=name,
             connection_kind=kind,
-            address=str(entry.get("address") or name),
+            address=str(entry.get("address") or name)[:1024],
             cluster=cluster,
             status=HostStatus.CREDENTIALS if needs_credentials else HostStatus.UNKNOWN,
             status_message=(
@@ -295,14 +309,14 @@ class _Importer:
         return host
 
     def _vm(self, point: PointInfo, catalog: dict[str, Any]) -> VirtualMachine:
-        vm = VirtualMachine.objects.filter(hyperv_id=point.vm_id).first()
+        vm = VirtualMachine.objects.filter(hyperv_id=point.vm_id.lower()).first()
         if vm is not None:
             self.report.vms.add(vm.name, False)
             return vm
         host = self._host(point, catalog)
         entry = catalog.get("vm") or {}
         vm = VirtualMachine.objects.create(
-            hyperv_id=point.vm_id,
+            hyperv_id=point.vm_id.lower(),
             name=str(entry.get("name") or point.vm_name or point.vm_id)[:255],
             host=host,
             cluster=_cluster(entry.get("cluster")),
@@ -333,7 +347,7 @@ class _Importer:
     def _group(self, name: str, snapshot: dict[str, Any], points: list[PointInfo]) -> ProtectionGroup:
         group = ProtectionGroup.objects.filter(name=name).first()
         if group is not None and group.datastore_id != self.datastore.pk:
-            renamed = f"{name} ({self.datastore.name})"
+            renamed = f"{name} ({self.datastore.name})"[:255]
             self.note(f"A group named {name!r} uses another datastore; this one's is {renamed!r}.")
             name, group = renamed, ProtectionGroup.objects.filter(name=renamed).first()
         if group is not None:
@@ -417,6 +431,28 @@ _SOURCE_TIMES: dict[str, tuple[str, ...]] = {
 def _last(points: list[PointInfo], kinds: tuple[str, ...]) -> datetime | None:
     times = [p.created for p in points if p.metadata.get("kind", RecoveryPointKind.RECOVERY_POINT) in kinds]
     return max(times) if times else None
+
+
+def _unusable(point: PointInfo) -> str:
+    """Why a readable manifest still cannot become a catalog row, or ""."""
+    if not point.vm_id:
+        return "the manifest names no VM id"
+    if len(point.vm_id) > VM_ID_LENGTH:
+        return f"the VM id {point.vm_id[:60]!r} is not a Hyper-V VM id (more than {VM_ID_LENGTH} characters)"
+    if len(point.id) > POINT_ID_LENGTH:
+        return f"the point id is longer than {POINT_ID_LENGTH} characters"
+    return ""
+
+
+def _copy_tallies(report: ImportReport) -> dict[str, Tally]:
+    return {
+        name: Tally(list(t.new), list(t.existing)) for name, t in vars(report).items() if isinstance(t, Tally)
+    }
+
+
+def _restore_tallies(report: ImportReport, tallies: dict[str, Tally]) -> None:
+    for name, tally in tallies.items():
+        setattr(report, name, tally)
 
 
 def _catalog(point: PointInfo) -> dict[str, Any]:
