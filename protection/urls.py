@@ -8,6 +8,7 @@ urlpatterns = [
     path("hosts/add/", hosts.host_add, name="host-add"),
     path("hosts/test-connection/", hosts.host_test_connection, name="host-test-connection"),
     path("hosts/<int:pk>/", hosts.host_detail, name="host-detail"),
+    path("hosts/<int:pk>/connection/", hosts.host_connection, name="host-connection"),
     path("hosts/<int:pk>/refresh/", hosts.host_refresh, name="host-refresh"),
     path("hosts/<int:pk>/remove/", hosts.host_remove, name="host-remove"),
     path("vms/<int:pk>/", inventory.vm_detail, name="vm-detail"),

@@ -206,7 +206,24 @@ class ConnectionForm(forms.Form):
         )
 
 
-class HostForm(ConnectionForm):
+class HostConnectionForm(ConnectionForm):
+    """How to reach a host, saved only when the host answers with it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection: ConnectionTest | None = None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if not self.errors:
+            # A host that does not answer now would only fail its inventory job later.
+            self.connection = self.try_connection()
+            if not self.connection.ok:
+                raise ValidationError(f"The host did not answer: {self.connection.message}")
+        return cleaned
+
+
+class HostForm(HostConnectionForm):
     name = forms.CharField(label="Name", max_length=255, help_text="How the host is shown in this server.")
 
     field_order = [
@@ -226,24 +243,11 @@ class HostForm(ConnectionForm):
         "smb_port",
     ]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.connection: ConnectionTest | None = None
-
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
         if Host.objects.filter(name__iexact=name).exists():
             raise ValidationError(f"A host named “{name}” is already registered.")
         return name
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        if not self.errors:
-            # A host that does not answer now would only fail its inventory job later.
-            self.connection = self.try_connection()
-            if not self.connection.ok:
-                raise ValidationError(f"The host did not answer: {self.connection.message}")
-        return cleaned
 
     def new_host(self) -> NewHost:
         return NewHost(

@@ -90,6 +90,9 @@ class ReplicaState(models.TextChoices):
     OK = "ok", "OK"
     INCONSISTENT = "inconsistent", "Replica is inconsistent"
     STOPPED = "stopped", "Protection stopped"
+    # Rebuilt from a datastore (import-datastore): the points are cataloged, but no backup
+    # runs until the host answers again (a successful inventory), see services/inventory.py.
+    IMPORTED = "imported", "Imported: waiting for the host"
 
 
 class ProtectedDataSource(models.Model):

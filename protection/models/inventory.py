@@ -22,6 +22,8 @@ class HostStatus(models.TextChoices):
     UNKNOWN = "unknown", "Not checked yet"
     OK = "ok", "Reachable"
     UNREACHABLE = "unreachable", "Unreachable"
+    # Rebuilt from a datastore (import-datastore): the host's credentials are not in it.
+    CREDENTIALS = "credentials", "Enter credentials"
 
 
 class Cluster(models.Model):

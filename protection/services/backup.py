@@ -29,6 +29,7 @@ from protection.models import (
     VirtualMachine,
 )
 from protection.services.datastores import open_for_job
+from protection.services.pointmeta import catalog_metadata
 from storage.engine import Cancelled as EngineCancelled
 from storage.engine import Datastore as EngineDatastore
 from storage.engine import EngineError, PointInfo, Progress, RetentionPolicy, SourceFile
@@ -105,7 +106,7 @@ def run_backup_job(context: JobContext) -> dict[str, Any]:
     try:
         import_path = context.job.parameters.get("import_path")
         if kind == JobKind.INITIAL_REPLICA and import_path:
-            outcome = _import_offline_replica(context, engine, vm, Path(import_path))
+            outcome = _import_offline_replica(context, engine, vm, source, Path(import_path))
         else:
             outcome = _backup_from_host(context, engine, vm, source)
     except EngineCancelled as error:
@@ -190,6 +191,7 @@ def _backup_from_host(
                 "host": vm.host.name,
                 "offline": session.offline,
                 "full_scan": full_scan,
+                "catalog": catalog_metadata(vm, source.group, [s.name for s in sources]),
             },
             progress=_engine_progress(context),
             cancel=context.is_cancelled,
@@ -267,7 +269,11 @@ def _sources(
 
 
 def _import_offline_replica(
-    context: JobContext, engine: EngineDatastore, vm: VirtualMachine, import_path: Path
+    context: JobContext,
+    engine: EngineDatastore,
+    vm: VirtualMachine,
+    source: ProtectedDataSource,
+    import_path: Path,
 ) -> BackupOutcome:
     folder = import_path / vm.name
     if not folder.is_dir():
@@ -291,6 +297,8 @@ def _import_offline_replica(
             "kind": str(RecoveryPointKind.INITIAL),
             "job": context.job.pk,
             "imported_from": str(folder),
+            "host": vm.host.name,
+            "catalog": catalog_metadata(vm, source.group, [s.name for s in sources]),
         },
         progress=_engine_progress(context),
         cancel=context.is_cancelled,

@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from backupsite.core.models import AuditEvent, Job, JobKind
 from protection.connectors import Connector, ConnectorError, Finding, Severity
 from protection.connectors.protocol import ConnectionTest
-from protection.models import Host, ProtectedDataSource, RecoveryPoint, VirtualMachine
+from protection.models import Host, HostStatus, ProtectedDataSource, RecoveryPoint, VirtualMachine
 
 
 class HostError(Exception):
@@ -70,6 +70,40 @@ def add_host(new: NewHost, user: Any, *, request: HttpRequest | None = None) -> 
             job=job.pk,
         )
     return host, job
+
+
+def change_connection(
+    host: Host,
+    connection_kind: str,
+    address: str,
+    credentials: dict[str, Any],
+    user: Any,
+    *,
+    request: HttpRequest | None = None,
+) -> Job:
+    """New address or credentials for a registered host (a password changed, a host imported
+    from a datastore without its credentials), then its inventory is read again. A host
+    whose VMs were imported resumes their protection once that inventory succeeds."""
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        host.connection_kind = connection_kind
+        host.address = address
+        host.credentials = credentials
+        host.status = HostStatus.UNKNOWN
+        host.status_message = ""
+        host.save()
+        job = Job.submit(JobKind.INVENTORY, host=host, requested_by=user)
+        # Never the credentials: the audit log is readable by every role.
+        AuditEvent.record(
+            "host.change_connection",
+            request=request,
+            user=user,
+            obj=host,
+            connection_kind=connection_kind,
+            address=address,
+            job=job.pk,
+        )
+    return job
 
 
 def refresh_inventory(host: Host, user: Any, *, request: HttpRequest | None = None) -> Job:

@@ -16,8 +16,15 @@ from protection.models import (
     ClusterSharedVolume,
     Host,
     HostStatus,
+    ProtectedDataSource,
+    ReplicaState,
     VirtualDisk,
     VirtualMachine,
+)
+
+RESUMED_AFTER_IMPORT = (
+    "Imported from a datastore: the host answers again, but the change tracking of the "
+    "previous server is lost. A consistency check reads every block once and stores what changed."
 )
 
 
@@ -66,7 +73,18 @@ def _apply(host: Host, inventory: HostInventory) -> list[VirtualMachine]:
     VirtualMachine.objects.filter(host=host, removed_at__isnull=True).exclude(
         pk__in=[vm.pk for vm in seen]
     ).update(removed_at=now)
+    _resume_imported(seen)
     return seen
+
+
+def _resume_imported(machines: list[VirtualMachine]) -> None:
+    """The host answered with its credentials: protection of VMs imported from a datastore
+    resumes. Their replicas are not known to match the host any more (and no reference
+    point of the old server is known), so they are inconsistent: the scheduler's automatic
+    consistency check, or the administrator's, brings them up to date."""
+    ProtectedDataSource.objects.filter(
+        vm__in=[vm.pk for vm in machines], replica_state=ReplicaState.IMPORTED
+    ).update(replica_state=ReplicaState.INCONSISTENT, inconsistency_reason=RESUMED_AFTER_IMPORT)
 
 
 def _upsert_vm(host: Host, cluster: Cluster | None, info: VMInfo, now: datetime) -> VirtualMachine:

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from backupsite.core.permissions import Action, get_for_user, require
 from backupsite.core.types import HtmxHttpRequest
-from protection.forms.hosts import ConnectionForm, HostForm
+from protection.forms.hosts import ConnectionForm, HostConnectionForm, HostForm
 from protection.models import Host
 from protection.services import hosts as host_service
 
@@ -48,6 +48,25 @@ def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     machines = host.virtual_machines.present().select_related("data_source__group")
     jobs = host.jobs.all()[:20]
     return render(request, "protection/host_detail.html", {"host": host, "machines": machines, "jobs": jobs})
+
+
+@require_http_methods(["GET", "POST"])
+def host_connection(request: HttpRequest, pk: int) -> HttpResponse:
+    host = get_for_user(request, Host.objects.all(), Action.MANAGE, pk=pk)
+    initial = {"connection_kind": host.connection_kind, "address": host.address}
+    form = HostConnectionForm(request.POST or None, request.FILES or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        job = host_service.change_connection(
+            host,
+            form.cleaned_data["connection_kind"],
+            form.cleaned_data["address"],
+            form.credentials(),
+            request.user,
+            request=request,
+        )
+        messages.success(request, f"Connection of {host} saved; its inventory is being read (job #{job.pk}).")
+        return redirect(host)
+    return render(request, "protection/host_connection.html", {"host": host, "form": form})
 
 
 @require_POST

@@ -25,7 +25,7 @@ from .errors import (
 )
 from .format import FORMAT_VERSION, Settings, check_chunk_size, read_settings
 from .gc import GCReport
-from .points import FileInfo, PointInfo
+from .points import FileInfo, PointInfo, PointScan
 from .reader import PointFileReader
 from .restore import RateLimiter, RestoreResult
 from .retention import RetentionPolicy
@@ -53,6 +53,7 @@ __all__ = [
     "PointFileReader",
     "PointInfo",
     "PointNotFound",
+    "PointScan",
     "Progress",
     "RateLimiter",
     "RestoreResult",

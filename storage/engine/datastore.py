@@ -13,7 +13,7 @@ from .backup import CancelFn, ProgressFn, run_backup
 from .chunks import ChunkCodec
 from .errors import Busy, FileNotInPoint, PointNotFound
 from .gc import GCReport, run_gc
-from .points import PointInfo, delete_point, list_points, load_point, point_dir
+from .points import PointInfo, PointScan, delete_point, list_points, load_point, point_dir, scan_points
 from .reader import DEFAULT_CACHE_BYTES, PointFileReader
 from .restore import RestoreResult, Throttle, run_restore
 from .retention import RetentionPolicy, select_removals
@@ -100,6 +100,10 @@ class Datastore:
     # -- catalog ----------------------------------------------------------
     def points(self, vm_id: str | None = None) -> list[PointInfo]:
         return list_points(self.root, vm_id)
+
+    def scan_points(self) -> PointScan:
+        """Every readable point, and the manifests that could not be read (with why)."""
+        return scan_points(self.root)
 
     def point(self, point_id: str) -> PointInfo:
         return load_point(self.root, point_id)

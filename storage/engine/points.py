@@ -179,16 +179,17 @@ def load_point(root: str, point_id: str) -> PointInfo:
         raise EngineError(f"manifest of recovery point {point_id} is incomplete: {exc}") from exc
 
 
-def list_points(root: str, vm_id: str | None = None) -> list[PointInfo]:
-    """All committed points, oldest first; rebuilt from the datastore alone."""
+def _point_names(root: str) -> list[str]:
     try:
-        names = os.listdir(points_dir(root))
+        return [name for name in os.listdir(points_dir(root)) if not name.startswith(".")]
     except FileNotFoundError:
         return []
+
+
+def list_points(root: str, vm_id: str | None = None) -> list[PointInfo]:
+    """All committed points, oldest first; rebuilt from the datastore alone."""
     out = []
-    for name in names:
-        if name.startswith("."):
-            continue
+    for name in _point_names(root):
         try:
             info = load_point(root, name)
         except PointNotFound:
@@ -197,6 +198,31 @@ def list_points(root: str, vm_id: str | None = None) -> list[PointInfo]:
             out.append(info)
     out.sort(key=lambda p: (p.created, p.id))
     return out
+
+
+@dataclass(frozen=True)
+class PointScan:
+    """Every committed point that could be read, and why the others could not."""
+
+    points: list[PointInfo]
+    unreadable: list[tuple[str, str]]  # (point directory name, the engine's message)
+
+
+def scan_points(root: str) -> PointScan:
+    """Like ``list_points``, but a manifest that cannot be read is reported, not raised:
+    rebuilding a catalog must get every good point even when one manifest is damaged."""
+    good: list[PointInfo] = []
+    bad: list[tuple[str, str]] = []
+    for name in _point_names(root):
+        try:
+            good.append(load_point(root, name))
+        except PointNotFound:
+            continue
+        except EngineError as error:
+            bad.append((name, str(error)))
+    good.sort(key=lambda p: (p.created, p.id))
+    bad.sort()
+    return PointScan(good, bad)
 
 
 def delete_point(root: str, point_id: str) -> None:

@@ -30,13 +30,17 @@ from protection.models import (
     ConnectionKind,
     Host,
     HostStatus,
+    ProtectionGroup,
     ProtectionGroupDraft,
     VirtualDisk,
     VirtualMachine,
     VMState,
 )
+from protection.services.catalog_import import import_datastore
 from protection.services.groups import start_draft
 from recovery.models import WizardStep
+from storage.engine import Datastore as EngineDatastore
+from storage.engine import SourceFile
 from storage.models import Datastore
 from tests.factories import make_host, make_vm
 from tests.hyperv.control.conftest import PASSWORD as HYPERV_PASSWORD
@@ -415,3 +419,43 @@ def test_management(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot
     visit(page, f"{live_server.url}/management/")
     assert heading(page) == "Management"
     shoot(page, "management")
+
+
+# --------------------------------------------------------------------------- after import-datastore
+
+
+def test_host_imported_from_a_datastore_asks_for_its_credentials(
+    signed_in: Any, live_server: Any, shoot: Shoot, tmp_path: Path
+) -> None:
+    """A datastore from a lost server, imported: its Hyper-V host waits for credentials."""
+    page = signed_in
+    engine = EngineDatastore.create(tmp_path / "Backups")
+    disk = tmp_path / "SQL01.vhdx"
+    disk.write_bytes(os.urandom(256 * 1024))
+    engine.backup(
+        "5e1c1d5e-0000-4000-8000-00000000a001",
+        [SourceFile("Virtual Hard Disks/SQL01.vhdx", str(disk))],
+        vm_name="SQL01",
+        metadata={"host": "HV03", "kind": "recovery_point"},
+    )
+    import_datastore(str(tmp_path / "Backups"))
+    host = Host.objects.get(name="HV03")
+    visit(page, f"{live_server.url}{host.get_absolute_url()}")
+    main = page.locator("main").inner_text()
+    assert "Enter credentials: Imported from datastore Backups" in main and "SQL01" in main
+    shoot(page, "host-imported")
+
+    group = ProtectionGroup.objects.get()
+    visit(page, f"{live_server.url}{group.get_absolute_url()}")
+    assert "Imported: waiting for the host" in page.locator("main").inner_text()
+    shoot(page, "group-imported")
+
+    visit(page, f"{live_server.url}{host.get_absolute_url()}")
+    page.get_by_role("button", name="Change connection").click()
+    page.wait_for_url(f"{live_server.url}/protection/hosts/{host.pk}/connection/")
+    assert heading(page) == "Connection of HV03"
+    assert page.get_by_label("Connection").input_value() == "hyperv"
+    assert page.get_by_label("Address").input_value() == "HV03"
+    for label in ("Protocol", "Authentication", "User name", "Password"):
+        assert page.get_by_label(label, exact=True).is_visible(), label
+    shoot(page, "host-connection")

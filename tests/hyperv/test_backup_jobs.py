@@ -144,3 +144,24 @@ def test_bytes_read_from_the_host_over_smb(protected_hyperv: ProtectedHyperV) ->
     over_wire = sync.result["bytes_read_from_host"]
     assert 0 < over_wire < size / 2, (over_wire, size)
     assert f"Read {over_wire} bytes" in sync.log and "over the network" in sync.message
+
+
+def test_a_point_records_its_catalog_but_never_the_credentials(protected_hyperv: ProtectedHyperV) -> None:
+    """What ``import-datastore`` rebuilds a Hyper-V host's catalog from (docs/datastore-format.md)."""
+    hv = protected_hyperv
+    job = hv.run(JobKind.INITIAL_REPLICA)
+    assert job.state == JobState.SUCCEEDED, job.traceback
+    datastore = hv.group.datastore
+    point = datastore.open_engine().point(job.result["recovery_point"])
+    catalog = point.metadata["catalog"]
+    assert catalog["host"] == {"name": "HV21", "kind": "hyperv", "address": "127.0.0.1", "cluster": None}
+    assert catalog["vm"]["name"] == "WIN01" and catalog["group"]["name"] == "HV"
+    (disk,) = catalog["disks"]
+    row = hv.vm.disks.get()
+    assert disk["path"] == row.path and "\\" in disk["path"]  # the Windows path on the host
+    assert disk["virtual_size"] == row.virtual_size_bytes > 0
+    assert disk["file"] in [f.name for f in point.files] and disk["file"].startswith("Virtual Hard Disks/")
+    manifest = (Path(datastore.path) / "points" / point.id / "manifest.json").read_text()
+    credentials = hv.vm.host.credentials
+    secrets = [str(v) for k, v in credentials.items() if v and ("password" in k or k.endswith("pem"))]
+    assert secrets and not [secret for secret in secrets if secret in manifest]

@@ -275,7 +275,9 @@ def test_host_detail_buttons_only_for_administrators(readonly_client: Client, ad
     host = make_host()
     url = reverse("protection:host-detail", args=[host.pk])
     assert b"Refresh inventory" not in readonly_client.get(url).content
-    assert b"Refresh inventory" in admin_client.get(url).content
+    assert b"Change connection" not in readonly_client.get(url).content
+    page = admin_client.get(url).content
+    assert b"Refresh inventory" in page and b"Change connection" in page
 
 
 def test_add_host_name_taken_at_the_same_moment(
@@ -292,3 +294,64 @@ def test_add_host_name_taken_at_the_same_moment(
         and "A host named “hv07” is already registered." in response.content.decode()
     )
     assert Host.objects.count() == 1 and not Job.objects.exists()
+
+
+# --------------------------------------------------------------------------- change connection
+
+
+def connection_url(host: Host) -> str:
+    return reverse("protection:host-connection", args=[host.pk])
+
+
+def test_change_connection_saves_new_credentials_and_reads_inventory(
+    admin_client: Client, lab_folder: Path
+) -> None:
+    host = make_host(
+        name="hv07", address="/nowhere", status=HostStatus.CREDENTIALS, status_message="Imported"
+    )
+    page = admin_client.get(connection_url(host))
+    assert page.status_code == 200
+    assert b"Enter credentials: Imported" in page.content and b'value="/nowhere"' in page.content
+
+    response = admin_client.post(connection_url(host), host_data(lab_folder))
+
+    assert response.status_code == 302 and response["Location"] == host.get_absolute_url()
+    host.refresh_from_db()
+    assert host.address == str(lab_folder) and host.status == HostStatus.UNKNOWN and host.status_message == ""
+    assert host.credentials == {"username": "CORP\\backup", "password": PASSWORD, "auth": "ntlm"}
+    job = Job.objects.get(kind=JobKind.INVENTORY, host=host, state=JobState.QUEUED)
+    event = AuditEvent.objects.get(action="host.change_connection")
+    assert event.details["job"] == job.pk and PASSWORD not in json.dumps(event.details)
+    assert PASSWORD.encode() not in admin_client.get(connection_url(host)).content
+
+
+def test_change_connection_refused_when_the_host_does_not_answer(admin_client: Client) -> None:
+    host = make_host(name="hv07", address="/nowhere", status=HostStatus.CREDENTIALS)
+    before = Host.objects.filter(pk=host.pk).values().get()
+    response = admin_client.post(connection_url(host), host_data("hv07.invalid", connection_kind="hyperv"))
+    assert response.status_code == 200 and b"The host did not answer" in response.content
+    assert PASSWORD.encode() not in response.content
+    assert Host.objects.filter(pk=host.pk).values().get() == before
+    assert not Job.objects.exists() and not AuditEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("client_name", "method", "status"),
+    [
+        ("admin_client", "put", 405),
+        ("outsider_client", "get", 404),
+        ("outsider_client", "post", 404),
+        ("readonly_client", "get", 403),
+        ("readonly_client", "post", 403),
+        ("operator_client", "post", 403),
+    ],
+)
+def test_change_connection_refused(
+    request: pytest.FixtureRequest, client_name: str, method: str, status: int, lab_folder: Path
+) -> None:
+    host = make_host(name="hv07", address="/nowhere")
+    client: Client = request.getfixturevalue(client_name)
+    response = getattr(client, method)(connection_url(host), host_data(lab_folder))
+    assert response.status_code == status
+    host.refresh_from_db()
+    assert host.address == "/nowhere" and not Job.objects.exists()
