@@ -78,7 +78,7 @@ def datastore_recovery_key(request: HttpRequest, pk: int) -> HttpResponse:
     datastore = get_for_user(request, Datastore.objects.all(), Action.MANAGE, pk=pk)
     if not datastore.recovery_key_pending:
         return render(request, "storage/recovery_key.html", {"datastore": datastore, "key": None})
-    form = RecoveryKeySavedForm(request.POST or None)
+    form = RecoveryKeySavedForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         datastore.confirm_recovery_key_saved()
         AuditEvent.record("datastore.recovery_key_saved", request=request, obj=datastore)

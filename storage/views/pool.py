@@ -37,7 +37,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def volume_add(request: HttpRequest) -> HttpResponse:
     require(request, Action.MANAGE)
-    form = VolumeForm(request.POST or None)
+    form = VolumeForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             volume = add_volume(form.cleaned_data["path"], form.cleaned_data["label"])
@@ -71,7 +71,7 @@ def volume_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def datastore_add(request: HttpRequest, pk: int) -> HttpResponse:
     """Create a datastore on a volume; an encrypted one goes on to its recovery key page."""
     volume = get_for_user(request, Volume.objects.all(), Action.MANAGE, pk=pk)
-    form = DatastoreForm(request.POST or None)
+    form = DatastoreForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             created = create_datastore(volume, **form.cleaned_data)
