@@ -76,7 +76,6 @@ class DatastoreForm(forms.Form):
     encrypt = forms.BooleanField(
         label="Encrypt (AES-256-GCM)",
         required=False,
-        help_text="The server generates the key and shows it to you once as the recovery key.",
     )
 
 

@@ -413,6 +413,15 @@ class Datastore(models.Model):
         )
 
     # -- pool -----------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        """The folder relative to its volume (e.g. ``offsite``), or the whole path without one."""
+        if self.volume is not None:
+            relative = os.path.relpath(self.path, self.volume.path)
+            if not relative.startswith(".."):
+                return relative
+        return self.path
+
     def check_not_nested(self) -> None:
         """Refuse a path inside another datastore's folder, or one holding another datastore."""
         real = os.path.realpath(self.path)

@@ -23,7 +23,7 @@ from storage.services import add_volume, create_datastore
 def overview(request: HttpRequest) -> HttpResponse:
     """Volumes (file system, size, free, datastores on each) and datastores on no volume."""
     require(request, Action.VIEW)
-    volumes = visible(request, Volume.objects.prefetch_related("datastores"))
+    volumes = visible(request, Volume.objects.prefetch_related("datastores__protection_groups"))
     context = {
         "volumes": [(volume, volume.status()) for volume in volumes],
         "loose": [

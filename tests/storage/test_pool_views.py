@@ -211,3 +211,10 @@ def test_create_datastore_only_administrators(
     assert client.get(add_datastore_url(volume)).status_code == 403
     assert client.post(add_datastore_url(volume), datastore_data()).status_code == 403
     assert not Datastore.objects.exists() and list(Path(volume.path).iterdir()) == []
+
+
+def test_volume_page_warns_when_its_datastores_outgrow_it(admin_client: Client, volume: Volume) -> None:
+    datastore = Datastore.objects.create_with_store("On the pool", f"{volume.path}/ds")
+    assert b"volume-too-small" not in admin_client.get(volume.get_absolute_url()).content
+    Datastore.objects.filter(pk=datastore.pk).update(assigned_bytes=2**62)  # planned after it was added
+    assert b"volume-too-small" in admin_client.get(volume.get_absolute_url()).content
