@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django_q.models import Schedule
 
 from backupsite.core.models import AuditEvent
+from storage.engine import WrongKey
 from storage.models import Datastore, Volume
 from storage.services import add_volume
 
@@ -42,9 +44,7 @@ class Command(BaseCommand):
             path = settings.BACKUPSITE_DATA_DIR / "datastore"
             if (path / "format.json").exists():
                 # The database was reset but the store survived: use it, never a second one.
-                datastore = Datastore.objects.register_existing("Default", str(path))
-                AuditEvent.record("datastore.register", obj=datastore, path=str(path))
-                self.stdout.write(f"Registered the existing datastore at {path} as 'Default'")
+                self._register_default(path)
             else:
                 # Created explicitly here, once: jobs never create a store (see storage.models).
                 datastore = Datastore.objects.create_with_store("Default", str(path))
@@ -76,6 +76,22 @@ class Command(BaseCommand):
                         "It is shown only now; change it after signing in (manage.py changepassword)."
                     )
                 )
+
+    def _register_default(self, path: Path) -> None:
+        try:
+            datastore = Datastore.objects.register_existing("Default", str(path))
+        except WrongKey as error:
+            # An encrypted store needs its recovery key, which only an administrator has:
+            # start without a datastore rather than not at all.
+            self.stdout.write(
+                self.style.WARNING(
+                    f"The datastore at {path} was not registered: {error}. Register it with its "
+                    "recovery key (Datastore.objects.register_existing(name, path, key=...))."
+                )
+            )
+            return
+        AuditEvent.record("datastore.register", obj=datastore, path=str(path))
+        self.stdout.write(f"Registered the existing datastore at {path} as 'Default'")
 
     def _add_data_directory_volume(self) -> None:
         """The data directory (which holds the default datastore) becomes the pool's first
