@@ -18,7 +18,7 @@ from django.db import transaction
 from storage.engine import EngineError
 from storage.engine.format import DEFAULT_CHUNK, DEFAULT_LEVEL
 from storage.models import Datastore, Volume, format_bytes, new_recovery_key
-from storage.mounts import contains, mount_of, read_only
+from storage.mounts import contains, mount_of, read_only, writable
 
 
 def add_volume(path: str, label: str = "") -> Volume:
@@ -48,7 +48,7 @@ def add_volume(path: str, label: str = "") -> Volume:
         raise ValidationError(
             {"path": f"{path} is on a read-only mount{where}: backups could not be written."}
         )
-    if not os.access(path, os.W_OK | os.X_OK):
+    if not writable(path):
         raise ValidationError(
             {"path": f"The server's user cannot write to {path}: check its owner and permissions."}
         )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
+
+import pytest
 
 from storage.mounts import (
     Mount,
@@ -17,6 +22,7 @@ from storage.mounts import (
 )
 from tests.storage.conftest import Mounter, needs_root
 
+ROOT = Path(__file__).resolve().parents[2]
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw
 27 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro
@@ -83,3 +89,25 @@ def test_a_mount_point_with_a_space_in_its_name(tmpfs: Mounter) -> None:
 def test_nothing_there(tmp_path: Path) -> None:
     assert disk_space(str(tmp_path / "missing")) is None
     assert not writable(str(tmp_path / "missing"))
+
+
+@needs_root
+@pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="needs Debian's python3 to run as nobody")
+def test_a_folder_the_server_user_cannot_write() -> None:
+    """Root may write anywhere, so the check runs as nobody, in a real process of that user
+    (Debian's python3: the test's own interpreter may live where nobody cannot read)."""
+    top = Path(tempfile.mkdtemp(prefix="hvbackup-writable-"))  # /tmp: nobody can reach it
+    try:
+        top.chmod(0o755)
+        folder = top / "root-only"
+        folder.mkdir(mode=0o755)
+        source = (ROOT / "storage" / "mounts.py").read_text()
+        probe = f"{source}\nprint(writable({str(folder)!r}))"
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-"]
+        nobody = subprocess.run(command, input=probe, capture_output=True, text=True, check=True)
+        assert nobody.stdout.strip() == "False"
+        folder.chmod(0o777)
+        nobody = subprocess.run(command, input=probe, capture_output=True, text=True, check=True)
+        assert nobody.stdout.strip() == "True"
+    finally:
+        shutil.rmtree(top)
