@@ -93,8 +93,11 @@ def new_recovery_key() -> str:
 
 
 def _key_bytes(key: bytes | str) -> bytes:
-    normalised = normalise_key(key.strip() if isinstance(key, str) else key)  # WrongKey when empty
-    assert normalised is not None
+    """The key as the engine takes it. Surrounding white space is dropped, as the engine's
+    ``--key-file`` does, so a key file's trailing newline never makes a different key."""
+    normalised = normalise_key(key.strip())  # WrongKey when empty
+    if normalised is None:  # pragma: no cover - only None gives None
+        raise WrongKey("the encryption key is empty")
     return normalised
 
 
@@ -306,7 +309,8 @@ class Datastore(models.Model):
         except WrongKey:
             raise DatastoreKeyUnavailable(
                 f"Datastore {self}: the key this server keeps does not open the encrypted store at "
-                f"{self.path}. Enter its recovery key again."
+                f"{self.path}. Give it its recovery key again: manage.py set-recovery-key {self.name!r} "
+                "--key-file FILE."
             ) from None
 
     def _key_for(self, settings: Settings) -> bytes | None:
@@ -318,12 +322,13 @@ class Datastore(models.Model):
             raise DatastoreKeyUnavailable(
                 f"Datastore {self}: its key cannot be decrypted with this server's credentials key "
                 "(was the data directory's credentials.key or BACKUPSITE_CREDENTIALS_KEY changed?). "
-                "Enter its recovery key again."
+                f"Give it its recovery key again: manage.py set-recovery-key {self.name!r} --key-file FILE."
             ) from None
         if key is None:
             raise DatastoreKeyUnavailable(
                 f"Datastore {self}: the store at {self.path} is encrypted and a key is required; "
-                "this server has none for it. Register it with its recovery key."
+                "this server has none for it. Give it its recovery key: "
+                f"manage.py set-recovery-key {self.name!r} --key-file FILE."
             )
         return key
 

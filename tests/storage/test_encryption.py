@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 
@@ -166,7 +167,8 @@ def test_register_existing_with_its_recovery_key(tmp_path: Path) -> None:
     with pytest.raises(WrongKey, match="wrong encryption key"):
         Datastore.objects.register_existing("Vault", str(tmp_path / "vault"), key=new_recovery_key())
     assert not Datastore.objects.exists()
-    datastore = Datastore.objects.register_existing("Vault", str(tmp_path / "vault"), key=f"  {key}\n")
+    # As read from a key file: bytes with a newline, like the engine's --key-file takes it.
+    datastore = Datastore.objects.register_existing("Vault", str(tmp_path / "vault"), key=f"{key}\n".encode())
     assert datastore.encrypted and not datastore.recovery_key_pending  # the administrator has it
     assert Datastore.objects.get().open_engine().encrypted
 
@@ -194,3 +196,26 @@ def test_a_lost_credentials_key_makes_the_store_unavailable_until_the_key_is_ent
     assert Datastore.objects.get(pk=datastore.pk).key_token == token  # nothing changed
     datastore.set_recovery_key(key)
     assert Datastore.objects.get(pk=datastore.pk).open_engine().encrypted
+
+
+def test_set_recovery_key_command(tmp_path: Path, lose_credentials_key: Callable[[], None]) -> None:
+    key = new_recovery_key()
+    datastore = Datastore.objects.create_with_store("Vault", str(tmp_path / "vault"), key=key)
+    lose_credentials_key()
+    with pytest.raises(DatastoreKeyUnavailable, match=r"manage\.py set-recovery-key 'Vault' --key-file FILE"):
+        Datastore.objects.get(pk=datastore.pk).open_engine()
+    (tmp_path / "wrong.txt").write_text(new_recovery_key())
+    with pytest.raises(CommandError, match=r"wrong encryption key.*Nothing was changed"):
+        call_command(
+            "set-recovery-key", "Vault", "--key-file", str(tmp_path / "wrong.txt"), stdout=StringIO()
+        )
+    with pytest.raises(CommandError, match="No datastore is named 'Nope'"):
+        call_command("set-recovery-key", "Nope", "--key-file", str(tmp_path / "wrong.txt"), stdout=StringIO())
+    with pytest.raises(CommandError, match="Cannot read the key file"):
+        call_command("set-recovery-key", "Vault", "--key-file", str(tmp_path / "missing"), stdout=StringIO())
+    (tmp_path / "key.txt").write_text(key + "\n")
+    out = StringIO()
+    call_command("set-recovery-key", "Vault", "--key-file", str(tmp_path / "key.txt"), stdout=out)
+    assert "has its key again" in out.getvalue()
+    assert Datastore.objects.get(pk=datastore.pk).open_engine().encrypted
+    assert AuditEvent.objects.filter(action="datastore.recovery_key_set").count() == 1
