@@ -7,7 +7,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django_q.models import Schedule
 
-from storage.models import Datastore
+from storage.engine import Datastore as EngineDatastore
+from storage.models import Datastore, Volume
 
 pytestmark = pytest.mark.django_db
 
@@ -42,3 +43,14 @@ def test_bootstrap_uses_admin_password_from_environment(settings, tmp_path, monk
     call_command("bootstrap", stdout=out)
     assert "from-the-environment-42" not in out.getvalue()
     assert get_user_model().objects.get(username="admin").check_password("from-the-environment-42")
+
+
+def test_bootstrap_does_not_stop_at_an_encrypted_store_it_has_no_key_for(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings.BACKUPSITE_DATA_DIR = tmp_path
+    EngineDatastore.create(tmp_path / "datastore", key="made-elsewhere")
+    out = StringIO()
+    call_command("bootstrap", stdout=out)
+    assert "was not registered" in out.getvalue() and "is encrypted: give its recovery key" in out.getvalue()
+    assert not Datastore.objects.exists()
+    assert Volume.objects.get().path == str(tmp_path)  # the pool is there; register it from there
+    assert get_user_model().objects.filter(is_superuser=True).exists()

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 
 from storage.engine import Datastore as EngineDatastore
 from storage.engine import WrongKey
-from storage.models import ENCRYPTION_UNAVAILABLE, Datastore, DatastoreMissing
+from storage.models import Datastore, DatastoreKeyUnavailable, DatastoreUnavailable
 
 pytestmark = pytest.mark.django_db
 KiB, MiB = 1024, 1024 * 1024
@@ -56,14 +56,21 @@ def test_existing_store_settings_cannot_be_changed_on_the_row(tmp_path: Path) ->
     row(tmp_path, chunk_size=256 * KiB).full_clean()
 
 
-def test_encryption_is_refused_rather_than_ignored(tmp_path: Path) -> None:
+def test_an_encrypted_row_without_a_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as caught:
         row(tmp_path, encrypted=True).full_clean()
-    assert caught.value.message_dict == {"encrypted": [ENCRYPTION_UNAVAILABLE]}
-    datastore = Datastore.objects.create(name="Primary", path=str(tmp_path / "ds"), encrypted=True)
-    with pytest.raises(DatastoreMissing, match="does not exist"):
-        datastore.open_engine()
-    assert not (tmp_path / "ds").exists()  # no unencrypted store was made in its place
+    assert caught.value.message_dict == {"encrypted": ["An encrypted datastore needs a key."]}
+
+
+def test_compression_level_is_the_engines_and_mirrored(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="between 1 and 22"):
+        row(tmp_path, compression_level=0).full_clean()
+    EngineDatastore.create(tmp_path / "ds", compression_level=9)
+    with pytest.raises(ValidationError, match="uses zstd level 9"):
+        row(tmp_path).full_clean()
+    datastore = Datastore.objects.create(name="Primary", path=str(tmp_path / "ds"))
+    datastore.open_engine()
+    assert Datastore.objects.get(pk=datastore.pk).compression_level == 9
 
 
 def test_an_encrypted_store_is_mirrored_and_needs_its_key(tmp_path: Path) -> None:
@@ -71,8 +78,10 @@ def test_an_encrypted_store_is_mirrored_and_needs_its_key(tmp_path: Path) -> Non
     datastore = Datastore.objects.create(name="Primary", path=str(tmp_path / "ds"))
     with pytest.raises(ValidationError, match="is encrypted; that cannot change"):
         datastore.full_clean()
-    with pytest.raises(WrongKey, match="a key is required"):
+    with pytest.raises(DatastoreKeyUnavailable, match="is encrypted and a key is required") as caught:
         datastore.open_engine()
+    # Jobs treat it like any unavailable store (an alert), callers of the engine like a wrong key.
+    assert isinstance(caught.value, DatastoreUnavailable) and isinstance(caught.value, WrongKey)
     assert Datastore.objects.get(pk=datastore.pk).encrypted is True
 
 

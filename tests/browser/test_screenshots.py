@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
+from django.urls import reverse
 from django.utils import timezone
 
 from backupsite.core.models import Job, JobKind, JobState
@@ -42,6 +44,7 @@ from recovery.models import WizardStep
 from storage.engine import Datastore as EngineDatastore
 from storage.engine import SourceFile
 from storage.models import Datastore
+from storage.services import add_volume, create_datastore
 from tests.factories import make_host, make_vm
 from tests.hyperv.control.conftest import PASSWORD as HYPERV_PASSWORD
 from tests.hyperv.control.conftest import USERNAME as HYPERV_USER
@@ -404,14 +407,64 @@ def test_recovery_wizard(signed_in: Any, live_server: Any, scene: Scene, shoot: 
     shoot(page, "recovery-wizard-type")
 
 
-def test_storage(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
+@pytest.fixture
+def pool_mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str, str], Path]]:
+    """tmpfs mounts outside the scene's folder (which becomes a volume itself); unmounted at the end."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str) -> Path:
+        path = tmp_path_factory.mktemp(name)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        while os.path.ismount(path):
+            subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the storage pool scene mounts tmpfs volumes (CI runs as root)")
+def test_storage(
+    signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot, pool_mounts: Callable[[str, str], Path]
+) -> None:
     page = signed_in
+    primary = scene.lab.lab.datastore
+    data_dir = add_volume(str(Path(primary.path).parent), "Data directory")
+    usb = add_volume(str(pool_mounts("usb", "2t")), "USB disk 2")
+    offsite = create_datastore(usb, "Offsite", "offsite", compression_level=3, colocate=False, encrypt=True)
+    offsite.datastore.confirm_recovery_key_saved()
+    archive = create_datastore(
+        usb, "Archive", "archive", chunk_size=4 * 1024 * 1024, compression_level=9
+    ).datastore
+    # What capacity planning and finished backups leave on the rows.
+    Datastore.objects.filter(pk=primary.pk).update(assigned_bytes=180 * GIB)
+    Datastore.objects.filter(pk=offsite.datastore.pk).update(assigned_bytes=640 * GIB)
+    Datastore.objects.filter(pk=archive.pk).update(assigned_bytes=900 * GIB)
+    nas_path = pool_mounts("nas", "500g")
+    add_volume(str(nas_path), "NAS (iSCSI)")
+    subprocess.run(["umount", str(nas_path)], check=True)  # the NAS is offline today
+
     visit(page, f"{live_server.url}/storage/")
     assert heading(page) == "Storage"
-    assert scene.lab.lab.datastore.name in page.locator("main").inner_text()
+    main = page.locator("main").inner_text()
+    assert primary.name in main and "Offsite" in main and "Not mounted:" in main
     shoot(page, "storage")
-    visit(page, f"{live_server.url}/storage/{scene.lab.lab.datastore.pk}/")
+    visit(page, f"{live_server.url}{usb.get_absolute_url()}")
+    assert "tmpfs" in page.locator("main").inner_text()
+    shoot(page, "volume")
+    visit(page, f"{live_server.url}{reverse('storage:datastore-add', args=[usb.pk])}")
+    shoot(page, "datastore-create")
+    visit(page, f"{live_server.url}/storage/{primary.pk}/")
+    assert data_dir.label in page.locator("main").inner_text()
     shoot(page, "datastore")
+    vault = create_datastore(usb, "Vault", "vault", encrypt=True)
+    visit(page, f"{live_server.url}{reverse('storage:datastore-recovery-key', args=[vault.datastore.pk])}")
+    assert (
+        vault.recovery_key is not None
+        and vault.recovery_key in page.get_by_test_id("recovery-key").inner_text()
+    )
+    shoot(page, "recovery-key")
 
 
 def test_management(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:

@@ -1,4 +1,5 @@
-"""First-run setup: the default datastore and the first administrator.
+"""First-run setup: the default datastore, the data directory as the storage pool's
+first volume, and the first administrator.
 
 Safe to run at every start: it only creates what is missing.
 """
@@ -7,15 +8,19 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandParser
 from django_q.models import Schedule
 
 from backupsite.core.models import AuditEvent
-from storage.models import Datastore
+from storage.engine import WrongKey
+from storage.models import Datastore, Volume
+from storage.services import add_volume
 
 # Every minute: the protection scheduler decides what is due from the policies, and
 # the reaper fails jobs whose worker died so their VM locks are freed. Hourly: daily
@@ -39,14 +44,14 @@ class Command(BaseCommand):
             path = settings.BACKUPSITE_DATA_DIR / "datastore"
             if (path / "format.json").exists():
                 # The database was reset but the store survived: use it, never a second one.
-                datastore = Datastore.objects.register_existing("Default", str(path))
-                AuditEvent.record("datastore.register", obj=datastore, path=str(path))
-                self.stdout.write(f"Registered the existing datastore at {path} as 'Default'")
+                self._register_default(path)
             else:
                 # Created explicitly here, once: jobs never create a store (see storage.models).
                 datastore = Datastore.objects.create_with_store("Default", str(path))
                 AuditEvent.record("datastore.create", obj=datastore, path=str(path))
                 self.stdout.write(f"Created datastore 'Default' at {path}")
+        if not Volume.objects.exists():
+            self._add_data_directory_volume()
 
         for name, (func, minutes) in SCHEDULES.items():
             Schedule.objects.update_or_create(
@@ -71,3 +76,36 @@ class Command(BaseCommand):
                         "It is shown only now; change it after signing in (manage.py changepassword)."
                     )
                 )
+
+    def _register_default(self, path: Path) -> None:
+        try:
+            datastore = Datastore.objects.register_existing("Default", str(path))
+        except WrongKey as error:
+            # An encrypted store needs its recovery key, which only an administrator has:
+            # start without a datastore rather than not at all.
+            self.stdout.write(
+                self.style.WARNING(
+                    f"The datastore at {path} was not registered: {error}. Register it with its "
+                    "recovery key (Datastore.objects.register_existing(name, path, key=...))."
+                )
+            )
+            return
+        AuditEvent.record("datastore.register", obj=datastore, path=str(path))
+        self.stdout.write(f"Registered the existing datastore at {path} as 'Default'")
+
+    def _add_data_directory_volume(self) -> None:
+        """The data directory (which holds the default datastore) becomes the pool's first
+        volume, so the storage page shows its file system and free space from the start."""
+        path = str(settings.BACKUPSITE_DATA_DIR.absolute())
+        try:
+            volume = add_volume(path, "Data directory")
+        except ValidationError as error:
+            # Never fatal at start-up: the pool page lets an administrator add volumes later.
+            self.stdout.write(
+                self.style.WARNING(
+                    f"The data directory was not added as a volume: {' '.join(error.messages)}"
+                )
+            )
+            return
+        AuditEvent.record("volume.add", obj=volume, path=volume.path)
+        self.stdout.write(f"Added the data directory {path} to the storage pool as a volume")

@@ -1,0 +1,1 @@
+"""Storage pages: the pool (volumes) and the datastores on it."""
