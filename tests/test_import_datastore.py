@@ -454,25 +454,38 @@ def test_a_taken_name_is_refused(tmp_path: Path) -> None:
     assert Datastore.objects.count() == 1
 
 
-def test_encrypted_datastore_needs_its_key_and_is_refused_until_the_server_can_keep_it(
-    tmp_path: Path,
-) -> None:
+def test_an_encrypted_datastore_is_imported_with_its_key_and_the_server_keeps_it(tmp_path: Path) -> None:
     store = tmp_path / "secret"
-    EngineDatastore.create(store, key=b"right key")
+    engine = EngineDatastore.create(store, key=b"right key")
+    payload = tmp_path / "disk.vhdx"
+    payload.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    point = engine.backup("9d2f1c4e-0000-4000-8000-000000000001", [SourceFile("disk.vhdx", str(payload))],
+                          vm_name="sql01")  # fmt: skip
     with pytest.raises(CommandError, match="is encrypted: give --key-file FILE"):
         import_command(str(store))
     wrong = tmp_path / "wrong.key"
     wrong.write_text("wrong key\n")
     with pytest.raises(CommandError, match="Wrong key"):
         import_command(str(store), "--key-file", str(wrong))
-    right = tmp_path / "right.key"
-    right.write_text("right key\n")
-    with pytest.raises(CommandError, match="cannot keep a datastore's encryption key yet"):
-        import_command(str(store), "--key-file", str(right))
     with pytest.raises(CommandError, match="cannot be read"):
         import_command(str(store), "--key-file", str(tmp_path / "no.key"))
     assert not Datastore.objects.exists()
     nothing_imported()
+
+    right = tmp_path / "right.key"
+    right.write_text("right key\n")  # as saved from the recovery key page, with a newline
+    import_command(str(store), "--key-file", str(right))
+    row = Datastore.objects.get()
+    assert row.encrypted and row.uuid == engine.settings.uuid
+    assert b"right key" not in row.key_token.encode()  # kept encrypted, never in clear
+    assert RecoveryPoint.objects.get().point_id == point.id
+    # The server reads the store with the key it kept: a restore is byte-identical.
+    row.open_engine(write=False).restore(point.id, tmp_path / "restored")
+    subprocess.run(["cmp", str(payload), str(tmp_path / "restored" / "disk.vhdx")], check=True)
+    # Again with the key: idempotent, the key kept as it was.
+    import_command(str(store), "--key-file", str(right))
+    assert RecoveryPoint.objects.count() == 1 and Datastore.objects.count() == 1
+    assert Datastore.objects.get().open_engine(write=False).point(point.id).id == point.id
 
 
 def test_a_key_for_a_datastore_that_is_not_encrypted_is_not_used(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
@@ -163,18 +164,24 @@ def _open_engine(path: str, encrypted: bool, key: bytes | None) -> EngineDatasto
 
 
 def _register(name: str, path: str, key: bytes | None) -> Datastore:
-    """KEY HAND-OFF: the one place where an encrypted store's key would go to the server.
+    """A new row for the store; an encrypted store's key (already checked) is kept by the
+    server, encrypted with its credentials key, as for a datastore created here."""
+    try:
+        return Datastore.objects.register_existing(name, path, key=key)
+    except ValidationError as error:
+        raise ImportRefused(" ".join(error.messages)) from None
+    except EngineError as error:
+        raise ImportRefused(f"{path} cannot be registered: {error}") from None
 
-    ``Datastore.objects.register_existing`` has nowhere to keep a key yet (the server
-    refuses encrypted datastores, see ``storage.models.ENCRYPTION_UNAVAILABLE``), so an
-    encrypted store is refused here, after its key was checked. When the storage app
-    can keep a key, pass ``key`` to it here and nothing else changes."""
-    if key is not None:
-        raise ImportRefused(
-            "The key is right, but this server cannot keep a datastore's encryption key yet, "
-            "so it could not read the datastore after the import. Nothing was imported."
-        )
-    return Datastore.objects.register_existing(name, path)
+
+def _keep_key(row: Datastore, key: bytes | None) -> None:
+    """A known row whose key the server lost (e.g. its credentials key did not survive)."""
+    if key is None or not row.encrypted:
+        return
+    try:
+        row.set_recovery_key(key)
+    except EngineError as error:
+        raise ImportRefused(f"The key cannot be kept for datastore {row.name!r}: {error}") from None
 
 
 def _unique_name(base: str) -> str:
@@ -210,6 +217,8 @@ def import_datastore(
                 report.notes.append(f"Datastore {row.name!r} moved from {row.path} to {path}.")
             Datastore.objects.filter(pk=row.pk).update(path=path, uuid=settings.uuid)
             row.path, row.uuid = path, settings.uuid
+        if not report.datastore_new:
+            _keep_key(row, key)
         report.datastore = row.name
         _Importer(row, report).run(scan.points)
         AuditEvent.record("datastore.import", obj=row, path=path, dry_run=dry_run, **report.counts())
