@@ -112,7 +112,9 @@ def _latest_logical_bytes(points: QuerySet[RecoveryPoint]) -> int:
 def _latest_sizes(points: QuerySet[RecoveryPoint], vm_ids: list[int] | None = None) -> dict[int, int]:
     usable = points.filter(USABLE_POINT)
     vms = VirtualMachine.objects.all()
-    vms = vms.filter(pk__in=vm_ids) if vm_ids is not None else vms.filter(recovery_points__in=usable).distinct()
+    vms = (
+        vms.filter(pk__in=vm_ids) if vm_ids is not None else vms.filter(recovery_points__in=usable).distinct()
+    )
     newest = usable.filter(vm=OuterRef("pk")).order_by("-created", "-pk").values("size_bytes")[:1]
     rows = vms.annotate(latest=Subquery(newest)).values_list("pk", "latest")
     return {pk: int(size) for pk, size in rows if size is not None}
