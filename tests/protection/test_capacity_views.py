@@ -89,7 +89,7 @@ def test_an_estate_beyond_the_guideline_is_pointed_out(admin_client: Client, gol
     protect(vm_with_disk("archive", file_size=GUIDELINE_DATA_BYTES), gold)
     page = admin_client.get(CAPACITY).content.decode()
     assert 'data-testid="guideline-exceeded"' in page
-    assert "800 virtual machines of 100.0\xa0GB each" in page
+    assert "up to 800 virtual machines of 100 GB each, 80 TB of data" in page
 
 
 def test_underprovisioned_datastore_is_shown(admin_client: Client, datastore: Datastore) -> None:
