@@ -313,7 +313,27 @@ def apply_draft(
     return group
 
 
+def _check_colocation(existing: ProtectionGroup | None, datastore: Datastore) -> None:
+    """A datastore with colocation off serves one group. Checked again under a row lock
+    on the datastore, because the wizard's check ran in an earlier request and two
+    wizards may pick the same datastore."""
+    locked = Datastore.objects.select_for_update().get(pk=datastore.pk)
+    if locked.colocate:
+        return
+    others = locked.protection_groups.all()
+    if existing is not None:
+        others = others.exclude(pk=existing.pk)
+    names = sorted(others.values_list("name", flat=True))
+    if names:
+        raise DraftIncomplete(
+            "allocation",
+            f"Datastore {locked} is dedicated to group {', '.join(names)} (colocation is off); "
+            "choose another datastore.",
+        )
+
+
 def _save_group(existing: ProtectionGroup | None, policy: DraftPolicy, user: Any) -> ProtectionGroup:
+    _check_colocation(existing, policy.datastore)
     if existing is None:
         group = ProtectionGroup(created_by=user)
     else:

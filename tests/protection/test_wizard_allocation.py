@@ -15,14 +15,17 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from protection.forms import wizard as wizard_forms
 from protection.models import (
     Consistency,
+    ProtectedDataSource,
     ProtectionGroup,
     ProtectionGroupDraft,
     RecoveryPoint,
     RecoveryPointKind,
     VirtualMachine,
 )
+from protection.views import wizard as wizard_views
 from storage.models import Datastore
 from tests.protection.conftest import needs_root
 from tests.protection.helpers import GIB, protect, vm_with_disk
@@ -209,3 +212,29 @@ def test_modifying_a_group_plans_with_its_measured_change(
     assert modify.data["allocation"]["daily_churn_percent"] == "5.0"  # 2 GiB in 4 days of 10 GiB
     page = allocation_page(operator_client, modify)
     assert 'name="daily_churn_percent" value="5.0"' in page
+
+
+def test_a_dedicated_datastore_taken_before_create_is_refused(
+    operator_client: Client,
+    draft: ProtectionGroupDraft,  # noqa: F811
+    valid: Input,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vault = Datastore.objects.create_with_store("vault", str(tmp_path / "vault"))
+    Datastore.objects.filter(pk=vault.pk).update(colocate=False)
+    valid["allocation"]["datastore"] = str(vault.pk)
+    fill(operator_client, draft, valid)
+    draft.refresh_from_db()
+    stale = wizard_forms.clean_draft(draft)
+    ProtectionGroup.objects.create(name="Bronze", datastore=vault)  # another wizard was faster
+    summary = operator_client.get(url(draft, "summary")).content.decode()
+    assert "Datastore vault is dedicated to group Bronze (colocation is off)" in summary
+
+    # The summary's own check passes on the stale policy; the service's locked check must not.
+    monkeypatch.setattr(wizard_views, "clean_draft", lambda _draft: stale)
+    response = operator_client.post(url(draft, "summary"), follow=True)
+    assert response.redirect_chain[-1][0] == url(draft, "allocation")
+    assert "Datastore vault is dedicated to group Bronze (colocation is off)" in response.content.decode()
+    assert list(ProtectionGroup.objects.values_list("name", flat=True)) == ["Bronze"]
+    assert not ProtectedDataSource.objects.exists()
