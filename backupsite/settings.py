@@ -61,6 +61,11 @@ RECOVERY_ROOTS = env_list("BACKUPSITE_RECOVERY_ROOTS", ["/srv", "/mnt", "/media"
 for _root in RECOVERY_ROOTS:
     if not _root.startswith("/"):
         raise ImproperlyConfigured(f"BACKUPSITE_RECOVERY_ROOTS holds absolute paths only; got {_root!r}")
+# Capacity alert (docs/capacity.md): a datastore's volume is "filling up" when less than
+# this share of it is free, or when the growth of the last two weeks fills it within
+# this many days.
+CAPACITY_ALERT_FREE_PERCENT = env_int("BACKUPSITE_CAPACITY_ALERT_FREE_PERCENT", 10, minimum=0, maximum=100)
+CAPACITY_ALERT_DAYS = env_int("BACKUPSITE_CAPACITY_ALERT_DAYS", 14, minimum=0, maximum=3650)
 # Absolute base URL for links in emails, e.g. https://backup.example.com
 SITE_URL = (env_str("SITE_URL", "") or "").rstrip("/")
 if SITE_URL and not SITE_URL.startswith(("http://", "https://")):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from protection.views import groups, hosts, inventory, jobs, wizard
+from protection.views import capacity, groups, hosts, inventory, jobs, wizard
 
 app_name = "protection"
 urlpatterns = [
@@ -29,6 +29,7 @@ urlpatterns = [
     path("wizard/<int:pk>/consistency/", wizard.wizard_consistency, name="wizard-consistency"),
     path("wizard/<int:pk>/summary/", wizard.wizard_summary, name="wizard-summary"),
     path("wizard/<int:pk>/cancel/", wizard.wizard_cancel, name="wizard-cancel"),
+    path("capacity/", capacity.capacity_overview, name="capacity"),
     path("jobs/", jobs.job_list, name="job-list"),
     path("jobs/<int:pk>/", jobs.job_detail, name="job-detail"),
     path("jobs/<int:pk>/cancel/", jobs.job_cancel, name="job-cancel"),

@@ -28,6 +28,8 @@ def test_bootstrap_creates_datastore_admin_and_schedule_once(settings, tmp_path,
     assert (tmp_path / "datastore" / "format.json").exists()
     assert Schedule.objects.filter(name="reap-stale-jobs").count() == 1
     assert Schedule.objects.get(name="protection-scheduler").func == "protection.scheduler.tick"
+    capacity = Schedule.objects.get(name="capacity")
+    assert (capacity.func, capacity.minutes) == ("protection.services.capacity_watch.refresh_capacity", 60)
 
     again = StringIO()
     call_command("bootstrap", stdout=again)

@@ -32,8 +32,8 @@ from protection.models import (
     ReplicaState,
     VirtualMachine,
 )
+from protection.services.capacity import DEFAULT_DAILY_CHURN_PERCENT
 from protection.services.groups import (
-    DEFAULT_DAILY_CHURN_PERCENT,
     JUST_BEFORE_RECOVERY_POINT,
     Allocation,
     DraftIncomplete,
@@ -267,6 +267,27 @@ class GoalsForm(WizardForm):
 # --------------------------------------------------------------------------- 4. allocation
 
 
+@dataclass(frozen=True)
+class DatastoreChoice:
+    """A datastore as the allocation step offers it: with whom it would be shared."""
+
+    datastore: Datastore
+    groups: list[str]  # the groups already on it, this group left out
+
+    @property
+    def offered(self) -> bool:
+        """A datastore without colocation serves one group only."""
+        return self.datastore.colocate or not self.groups
+
+    @property
+    def label(self) -> str:
+        if not self.datastore.colocate:
+            return f"{self.datastore.name} (dedicated to one group)"
+        if self.groups:
+            return f"{self.datastore.name} (shared with {', '.join(self.groups)})"
+        return f"{self.datastore.name} (colocation on, no group yet)"
+
+
 class AllocationForm(WizardForm):
     datastore = forms.ModelChoiceField(
         label="Datastore",
@@ -279,21 +300,49 @@ class AllocationForm(WizardForm):
         initial=DEFAULT_DAILY_CHURN_PERCENT,
         min_value=0,
         max_value=100,
-        help_text="Share of the data expected to change each day; used only for this estimate.",
+        help_text="Share of the data expected to change each day; the plan until backups measure it.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.choices = self._datastore_choices()
+        field = self.fields["datastore"]
+        assert isinstance(field, forms.ModelChoiceField)
         if self.draft.group is not None:
             # Existing recovery points live in the group's datastore; moving them is not a wizard step.
-            self.fields["datastore"].disabled = True
-            self.fields["datastore"].initial = self.draft.group.datastore_id
-            self.fields["datastore"].help_text = "The datastore of an existing group does not change."
+            field.disabled = True
+            field.initial = self.draft.group.datastore_id
+            field.help_text = "The datastore of an existing group does not change."
         else:
-            self.fields["datastore"].initial = Datastore.objects.values_list("pk", flat=True).first()
+            offered = [choice for choice in self.choices if choice.offered]
+            # Only the choices shown; a datastore posted anyway is refused in clean_datastore
+            # with the reason (the queryset still knows it).
+            field.choices = [(choice.datastore.pk, choice.label) for choice in offered]
+            field.initial = offered[0].datastore.pk if offered else None
+            field.help_text = (
+                "A shared datastore holds several groups (identical data is stored once); "
+                "a datastore with colocation off serves one group and is not offered once it has one."
+            )
+
+    def _datastore_choices(self) -> list[DatastoreChoice]:
+        names: dict[int, list[str]] = {}
+        others = ProtectionGroup.objects.order_by("name")
+        if self.draft.group_id is not None:
+            others = others.exclude(pk=self.draft.group_id)
+        for datastore_id, name in others.values_list("datastore_id", "name"):
+            names.setdefault(datastore_id, []).append(name)
+        datastores = Datastore.objects.all()
+        return [DatastoreChoice(datastore, names.get(datastore.pk, [])) for datastore in datastores]
 
     def clean_datastore(self) -> Datastore:
         datastore: Datastore = self.cleaned_data["datastore"]
+        choice = next((c for c in self.choices if c.datastore.pk == datastore.pk), None)
+        if self.draft.group is None and choice is not None and not choice.offered:
+            raise ValidationError(
+                f"Datastore {datastore} is dedicated to group {', '.join(choice.groups)} "
+                "(colocation is off); choose another datastore, or turn colocation on for it "
+                "on its storage page."
+            )
         if datastore.disk_space() is None:
             raise ValidationError(
                 f"Datastore {datastore} ({datastore.path}) is not reachable: its volume cannot be read. "

@@ -1,4 +1,5 @@
 from protection.models.alerts import Alert, AlertKind, AlertSeverity
+from protection.models.capacity import CapacitySample
 from protection.models.groups import (
     MAX_RETENTION_DAYS,
     SYNC_FREQUENCY_CHOICES,
@@ -36,6 +37,7 @@ __all__ = [
     "Alert",
     "AlertKind",
     "AlertSeverity",
+    "CapacitySample",
     "Cluster",
     "ClusterSharedVolume",
     "ConnectionKind",

@@ -23,6 +23,7 @@ class AlertKind(models.TextChoices):
     DATASTORE_DAMAGED = "datastore_damaged", "Datastore damage found"
     DATASTORE_UNAVAILABLE = "datastore_unavailable", "Datastore not available"
     STORAGE_LOW = "storage_low", "Low free space"
+    VOLUME_FILLING = "volume_filling", "Datastore volume filling up"
 
 
 class AlertQuerySet(models.QuerySet["Alert"]):

@@ -40,6 +40,12 @@ class ProtectionGroup(models.Model):
     short_term_on_disk = models.BooleanField(default=True)
     online_protection = models.BooleanField(default=False)
 
+    # The daily change rate the wizard planned with (percent of the data); capacity
+    # planning uses it until the group's own backups measure the real one.
+    planned_daily_churn_percent = models.FloatField(
+        default=5.0, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+
     retention_days = models.PositiveIntegerField(
         default=5, validators=[MinValueValidator(1), MaxValueValidator(MAX_RETENTION_DAYS)]
     )

@@ -9,7 +9,6 @@ draft's input format for an existing group (:func:`initial_input`) lives here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
@@ -29,15 +28,17 @@ from protection.models import (
     VirtualDisk,
     VirtualMachine,
 )
+from protection.services.capacity import (
+    group_capacity,
+    planned_bytes,
+    planned_for_groups,
+    refresh_assigned,
+)
 from storage.models import Datastore
 
 # The synchronization frequency choice that means "no own schedule": synchronize
 # just before each recovery point (stored as sync_frequency_minutes = None).
 JUST_BEFORE_RECOVERY_POINT = "recovery_point"
-
-# A typical server rewrites a few percent of its disk data a day; 5 % is the
-# planning figure the allocation step starts from (the administrator may change it).
-DEFAULT_DAILY_CHURN_PERCENT = 5.0
 
 # The on-demand backups a protected VM's page offers.
 VM_JOB_KINDS = (
@@ -101,17 +102,40 @@ class Allocation:
     datastore: Datastore | None
     free_bytes: int | None  # None: the datastore's volume cannot be read
     colocated_groups: list[str]
+    # What the datastore's other groups are recommended, and what the datastore holds.
+    others_planned_bytes: int = 0
+    datastore_used_bytes: int = 0
+    existing_group: bool = False
 
     @property
     def reachable(self) -> bool:
         return self.datastore is not None and self.free_bytes is not None
 
     @property
+    def reserved_bytes(self) -> int:
+        """Space the other groups are planned to need and have not used yet (what the
+        datastore holds counts as theirs, except what an existing group holds itself)."""
+        return max(0, self.others_planned_bytes - self.datastore_used_bytes)
+
+    @property
+    def available_bytes(self) -> int | None:
+        """The room for this group: the volume's free space less what is reserved for
+        the other groups; an existing group also has what the datastore holds beyond
+        the other groups' plans (part of it is its own data)."""
+        if self.free_bytes is None:
+            return None
+        room = self.free_bytes - self.reserved_bytes
+        if self.existing_group:
+            room += max(0, self.datastore_used_bytes - self.others_planned_bytes)
+        return max(0, room)
+
+    @property
     def shortfall_bytes(self) -> int:
         """How much the datastore is underprovisioned by; 0 when it has room."""
-        if self.free_bytes is None:
+        available = self.available_bytes
+        if available is None:
             return 0
-        return max(0, self.provision_bytes - self.free_bytes)
+        return max(0, self.provision_bytes - available)
 
 
 def estimate_allocation(
@@ -123,29 +147,34 @@ def estimate_allocation(
     group: ProtectionGroup | None = None,
 ) -> Allocation:
     """Replica plus the changes kept over the retention range:
-    data x (1 + retention days x daily churn)."""
+    data x (1 + retention days x daily churn), against the room the datastore has left
+    once its other groups' recommended space is set aside."""
     totals = VirtualDisk.objects.filter(vm_id__in=vm_ids).aggregate(
         data=Sum("file_size_bytes"), virtual=Sum("virtual_size_bytes")
     )
     data = int(totals["data"] or 0)
-    provision = math.ceil(data * (1 + retention_days * daily_churn_percent / 100))
     space = datastore.disk_space() if datastore is not None else None
     colocated: list[str] = []
+    others = 0
     if datastore is not None:
-        others = datastore.protection_groups.all()
+        other_groups = datastore.protection_groups.all()
         if group is not None:
-            others = others.exclude(pk=group.pk)
-        colocated = list(others.values_list("name", flat=True))
+            other_groups = other_groups.exclude(pk=group.pk)
+        colocated = list(other_groups.values_list("name", flat=True))
+        others = planned_for_groups(datastore, exclude=group) if colocated else 0
     return Allocation(
         vm_count=len(vm_ids),
         data_bytes=data,
         virtual_bytes=int(totals["virtual"] or 0),
         retention_days=retention_days,
         daily_churn_percent=daily_churn_percent,
-        provision_bytes=provision,
+        provision_bytes=planned_bytes(data, retention_days, daily_churn_percent),
         datastore=datastore,
         free_bytes=space.free if space is not None else None,
         colocated_groups=colocated,
+        others_planned_bytes=others,
+        datastore_used_bytes=datastore.used_bytes if datastore is not None else 0,
+        existing_group=group is not None and datastore is not None and group.datastore_id == datastore.pk,
     )
 
 
@@ -215,7 +244,7 @@ def initial_input(group: ProtectionGroup | None) -> dict[str, Any]:
         },
         "allocation": {
             "datastore": str(group.datastore_id),
-            "daily_churn_percent": str(DEFAULT_DAILY_CHURN_PERCENT),
+            "daily_churn_percent": str(_churn_to_plan_with(group)),
         },
         # Only VMs added by this change get an initial replica: over the network, now,
         # unless the administrator picks otherwise.
@@ -228,6 +257,13 @@ def initial_input(group: ProtectionGroup | None) -> dict[str, Any]:
             "consistency_check_daily_at": format_time_of_day(daily_at) if daily_at else "",
         },
     }
+
+
+def _churn_to_plan_with(group: ProtectionGroup) -> float:
+    """Modifying a group plans with the change its backups measured, once they have."""
+    measured = group_capacity(group).churn_percent
+    churn = group.planned_daily_churn_percent if measured is None else measured
+    return round(min(max(churn, 0.0), 100.0), 2)
 
 
 def apply_draft(
@@ -267,6 +303,8 @@ def apply_draft(
                 jobs=[job.pk for job in jobs],
             )
             draft.discard()
+            # The pool and the next wizard on this datastore see the new plan at once.
+            refresh_assigned(group.datastore)
     except IntegrityError as error:
         raise ProtectionError(
             f"The group could not be saved: the name {policy.name!r} or one of the virtual machines "
@@ -275,7 +313,27 @@ def apply_draft(
     return group
 
 
+def _check_colocation(existing: ProtectionGroup | None, datastore: Datastore) -> None:
+    """A datastore with colocation off serves one group. Checked again under a row lock
+    on the datastore, because the wizard's check ran in an earlier request and two
+    wizards may pick the same datastore."""
+    locked = Datastore.objects.select_for_update().get(pk=datastore.pk)
+    if locked.colocate:
+        return
+    others = locked.protection_groups.all()
+    if existing is not None:
+        others = others.exclude(pk=existing.pk)
+    names = sorted(others.values_list("name", flat=True))
+    if names:
+        raise DraftIncomplete(
+            "allocation",
+            f"Datastore {locked} is dedicated to group {', '.join(names)} (colocation is off); "
+            "choose another datastore.",
+        )
+
+
 def _save_group(existing: ProtectionGroup | None, policy: DraftPolicy, user: Any) -> ProtectionGroup:
+    _check_colocation(existing, policy.datastore)
     if existing is None:
         group = ProtectionGroup(created_by=user)
     else:
@@ -283,6 +341,7 @@ def _save_group(existing: ProtectionGroup | None, policy: DraftPolicy, user: Any
     for name in POLICY_FIELDS:
         setattr(group, name, getattr(policy, name))
     group.online_protection = False  # not offered until online protection is configured
+    group.planned_daily_churn_percent = policy.daily_churn_percent
     group.save()
     return group
 

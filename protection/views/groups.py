@@ -11,12 +11,16 @@ from protection.forms.actions import StopProtectionForm
 from protection.forms.fields import describe_schedule
 from protection.models import ProtectionGroup, RecoveryPoint, ReplicaState
 from protection.services import groups as group_service
+from protection.services.capacity import group_report
 
 
 @require_GET
 def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
     group = get_for_user(request, ProtectionGroup.objects.select_related("datastore", "created_by"), pk=pk)
+    capacity, datastore_capacity = group_report(group)
     context = {
+        "capacity": capacity,
+        "datastore_capacity": datastore_capacity,
         "group": group,
         "members": group.members.select_related("vm__host").exclude(replica_state=ReplicaState.STOPPED),
         "recovery_point_schedule": describe_schedule(group.recovery_point_times, group.recovery_point_days),

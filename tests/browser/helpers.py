@@ -146,7 +146,9 @@ def protect_with_wizard(page: Any, members: list[str], group: str, slot: datetim
     next_button.click()
 
     expect(step).to_have_text("Step 4 of 7: Review disk allocation")
-    page.get_by_label("Datastore").select_option(label="Default")
+    # Each option says whether the datastore is shared, and with which groups.
+    page.get_by_label("Datastore").select_option(label="Default (colocation on, no group yet)")
+    expect(page.get_by_test_id("colocation")).to_contain_text("No other group uses datastore Default yet")
     # A change re-estimates over htmx and swaps only the figures.
     provision = page.get_by_test_id("provision")
     expect(provision).not_to_have_text("")

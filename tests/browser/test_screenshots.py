@@ -29,9 +29,11 @@ from protection.connectors import Finding, Severity
 from protection.models import (
     Alert,
     AlertKind,
+    CapacitySample,
     ConnectionKind,
     Host,
     HostStatus,
+    ProtectedDataSource,
     ProtectionGroup,
     ProtectionGroupDraft,
     VirtualDisk,
@@ -39,6 +41,7 @@ from protection.models import (
     VMState,
 )
 from protection.services.catalog_import import import_datastore
+from protection.services.capacity import refresh_assigned
 from protection.services.groups import start_draft
 from recovery.models import WizardStep
 from storage.engine import Datastore as EngineDatastore
@@ -276,7 +279,58 @@ def test_protection_group_wizard(signed_in: Any, live_server: Any, scene: Scene,
     text = page.locator("#wizard").inner_text()
     assert "Allocation" in text or "allocation" in text
     assert scene.lab.lab.datastore.name in text
+    assert "Colocated: this group will share datastore Primary with Gold." in text
     shoot(page, "group-wizard-4-allocation")
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def colocated_silver_with_growth(scene: Scene) -> ProtectionGroup:
+    """HV02's SQL01 and WEB01 in a second group on the lab's datastore (no backup yet: the
+    plan), and three days of hourly samples of a volume that fills in about a month."""
+    datastore = scene.lab.lab.datastore
+    silver = ProtectionGroup.objects.create(
+        name="Silver", datastore=datastore, retention_days=7, planned_daily_churn_percent=3.0
+    )
+    for vm in VirtualMachine.objects.filter(name__in=("SQL01", "WEB01")):
+        ProtectedDataSource.objects.create(group=silver, vm=vm)
+    space = datastore.disk_space()
+    assert space is not None
+    now = timezone.now()
+    per_hour = space.free // (30 * 24)
+    CapacitySample.objects.bulk_create(
+        CapacitySample(
+            datastore=datastore,
+            taken_at=now - timedelta(hours=hours),
+            used_bytes=datastore.used_bytes,
+            volume_total_bytes=space.total,
+            volume_used_bytes=space.used - hours * per_hour,
+            volume_free_bytes=space.free + hours * per_hour,
+        )
+        for hours in range(72, -1, -1)
+    )
+    refresh_assigned(datastore)
+    return silver
+
+
+def test_capacity(signed_in: Any, live_server: Any, scene: Scene, shoot: Shoot) -> None:
+    page = signed_in
+    silver = colocated_silver_with_growth(scene)
+    visit(page, f"{live_server.url}/protection/capacity/")
+    assert heading(page) == "Capacity"
+    datastores = page.get_by_test_id("datastores").inner_text()
+    assert "Primary" in datastores and "Gold, Silver" in datastores
+    assert "not known yet" not in datastores and "/day" in datastores
+    groups = page.get_by_test_id("groups").inner_text()
+    assert "planned 3 %" in groups and "Gold" in groups
+    assert page.get_by_test_id("capacity-bar").count() == 1
+    shoot(page, "capacity")
+
+    visit(page, f"{live_server.url}{silver.get_absolute_url()}")
+    section = page.get_by_test_id("group-capacity").inner_text()
+    assert "its 2 colocated groups" in section and "volume full around" in section
+    shoot(page, "group")
 
 
 # --------------------------------------------------------------------------- adding a Hyper-V host

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,28 @@ def connector(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeConnector]:
 @pytest.fixture
 def datastore(tmp_path: Path) -> Datastore:
     return Datastore.objects.create_with_store("main", str(tmp_path / "datastore"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Small real volumes (capacity planning, the volume-filling alert): tmpfs mounts, root only.
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, int], Path]]:
+    """``tmpfs(name, size_mib)`` mounts a tmpfs of that size under tmp_path; all are
+    unmounted at teardown."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size_mib: int) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)], check=True)
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        while os.path.ismount(path):
+            subprocess.run(["umount", str(path)], check=True)

@@ -24,11 +24,14 @@ from storage.services import add_volume
 
 # Every minute: the protection scheduler decides what is due from the policies, and
 # the reaper fails jobs whose worker died so their VM locks are freed. Hourly: daily
-# garbage collection and weekly verification of every datastore, when due.
+# garbage collection and weekly verification of every datastore, when due; and the
+# capacity task (a sample of every datastore's volume, the planned space, the
+# "volume filling up" alert).
 SCHEDULES = {
     "protection-scheduler": ("protection.scheduler.tick", 1),
     "reap-stale-jobs": ("backupsite.core.jobs.reaper.reap_stale_jobs", 1),
     "datastore-maintenance": ("storage.maintenance.schedule_maintenance", 60),
+    "capacity": ("protection.services.capacity_watch.refresh_capacity", 60),
 }
 
 
