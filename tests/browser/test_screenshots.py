@@ -40,8 +40,8 @@ from protection.models import (
     VirtualMachine,
     VMState,
 )
-from protection.services.catalog_import import import_datastore
 from protection.services.capacity import refresh_assigned
+from protection.services.catalog_import import import_datastore
 from protection.services.groups import start_draft
 from recovery.models import WizardStep
 from storage.engine import Datastore as EngineDatastore
