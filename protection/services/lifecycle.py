@@ -97,7 +97,10 @@ def verify_datastore(context: JobContext) -> dict[str, Any]:
     point_ids = context.job.parameters.get("point_ids")
     if point_ids is not None:
         # Points the store lost cannot be read; reconciliation has marked them already.
-        point_ids = [point_id for point_id in point_ids if point_id in reconciled.in_store]
+        gone = set(reconciled.unreadable)
+        point_ids = [
+            point_id for point_id in point_ids if point_id in reconciled.in_store and point_id not in gone
+        ]
 
     def progress(state: Any) -> None:
         # Verify counts chunks, not bytes: the bar shows chunks checked so far.
@@ -120,6 +123,11 @@ def verify_datastore(context: JobContext) -> dict[str, Any]:
             f"{damaged_chunks} damaged chunk(s) affecting {len(report.damaged_points)} recovery point(s); "
             "the next backup of each VM stores them again"
         )
+    if reconciled.unreadable:
+        problems.append(
+            f"{len(reconciled.unreadable)} recovery point(s) with a damaged manifest, which cannot be "
+            "recovered (the next backup of each VM does not depend on them)"
+        )
     if reconciled.missing:
         problems.append(
             f"{len(reconciled.missing)} recovery point(s) in the catalog are missing from the datastore "
@@ -135,7 +143,9 @@ def verify_datastore(context: JobContext) -> dict[str, Any]:
     else:
         Alert.resolve([AlertKind.DATASTORE_DAMAGED], "Verify found no damage", datastore=datastore)
     Datastore.objects.filter(pk=datastore.pk).update(last_verified_at=now)
-    damage = "no damage" if report.ok else f"{damaged_chunks} damaged"
+    damage = "no damage" if report.ok and not reconciled.unreadable else f"{damaged_chunks} damaged chunk(s)"
+    if reconciled.unreadable:
+        damage += f", {len(reconciled.unreadable)} damaged manifest(s)"
     checked = len(report.points_checked)
     summary = f"Checked {report.chunks_checked} chunks of {checked} recovery point(s): {damage}"
     summary += (
@@ -151,6 +161,7 @@ def verify_datastore(context: JobContext) -> dict[str, Any]:
         "damaged_points": report.damaged_points,
         "missing_points": len(reconciled.missing),
         "unknown_points": len(reconciled.unknown),
+        "unreadable_point_ids": reconciled.unreadable[:MAX_LISTED_POINTS],
         "missing_point_ids": reconciled.missing[:MAX_LISTED_POINTS],
         "unknown_point_ids": reconciled.unknown[:MAX_LISTED_POINTS],
     }
@@ -161,6 +172,7 @@ class Reconciliation:
     in_store: frozenset[str]
     missing: list[str]  # in the catalog, not in the store
     unknown: list[str]  # in the store, not in the catalog
+    unreadable: list[str]  # in the store, but their manifest cannot be read (damaged)
 
 
 def reconcile_catalog(context: JobContext, datastore: Datastore, engine: EngineDatastore) -> Reconciliation:
@@ -170,8 +182,14 @@ def reconcile_catalog(context: JobContext, datastore: Datastore, engine: EngineD
     come back); store points the catalog does not know are reported, never deleted: they
     may be the only copy of something (a catalog restored from an older database dump).
     """
-    in_store = frozenset(point.id for point in engine.points())
+    scan = engine.scan_points()
+    unreadable = sorted(point_id for point_id, _ in scan.unreadable)
+    # A point whose manifest is damaged is still there (not missing), but cannot be read.
+    in_store = frozenset(point.id for point in scan.points) | frozenset(unreadable)
     catalog = RecoveryPoint.objects.filter(datastore=datastore)
+    catalog.filter(point_id__in=unreadable).update(damaged=True)
+    for point_id, reason in scan.unreadable[:MAX_LISTED_POINTS]:
+        context.log(f"Damaged: recovery point {point_id} ({reason}); marked damaged in the catalog")
     listed = dict(catalog.values_list("point_id", "deleted_at"))
     missing = sorted(p for p, deleted_at in listed.items() if deleted_at is None and p not in in_store)
     unknown = sorted(in_store - listed.keys())
@@ -181,7 +199,7 @@ def reconcile_catalog(context: JobContext, datastore: Datastore, engine: EngineD
         context.log(f"Missing from the datastore: recovery point {point_id} (marked missing in the catalog)")
     for point_id in unknown[:MAX_LISTED_POINTS]:
         context.log(f"Not in the catalog: recovery point {point_id} in the datastore (left in place)")
-    return Reconciliation(in_store, missing, unknown)
+    return Reconciliation(in_store, missing, unknown, unreadable)
 
 
 def collect_garbage(context: JobContext) -> dict[str, Any]:

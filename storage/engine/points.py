@@ -187,17 +187,15 @@ def _point_names(root: str) -> list[str]:
 
 
 def list_points(root: str, vm_id: str | None = None) -> list[PointInfo]:
-    """All committed points, oldest first; rebuilt from the datastore alone."""
-    out = []
-    for name in _point_names(root):
-        try:
-            info = load_point(root, name)
-        except PointNotFound:
-            continue  # uncommitted: no manifest yet, or half-deleted
-        if vm_id is None or info.vm_id == vm_id:
-            out.append(info)
-    out.sort(key=lambda p: (p.created, p.id))
-    return out
+    """All committed points whose manifest can be read, oldest first; rebuilt from the
+    datastore alone.
+
+    A damaged manifest is left out rather than raised: one bad point must not stop the
+    backups of every VM in the datastore. ``scan_points`` names such points, and verify
+    reports them as damaged.
+    """
+    scan = scan_points(root)
+    return [info for info in scan.points if vm_id is None or info.vm_id == vm_id]
 
 
 @dataclass(frozen=True)

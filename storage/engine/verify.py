@@ -14,7 +14,7 @@ from .backup import io_workers
 from .chunks import ZERO_DIGEST
 from .errors import CorruptChunk, CorruptIndex, EngineError
 from .index import IndexReader
-from .points import PointInfo, list_points, load_point, point_dir, write_verify
+from .points import PointInfo, load_point, point_dir, scan_points, write_verify
 from .store import load_heal, save_heal
 from .util import utcnow
 
@@ -37,6 +37,8 @@ class VerifyReport:
     missing_chunks: list[str] = field(default_factory=list)  # referenced, not on disk
     points_checked: list[str] = field(default_factory=list)
     damaged_points: list[str] = field(default_factory=list)
+    # Committed points whose manifest cannot be read: (point id, why). Also in damaged_points.
+    unreadable_points: list[tuple[str, str]] = field(default_factory=list)
     duration: float = 0.0
 
     @property
@@ -95,7 +97,13 @@ def run_verify(
 ) -> VerifyReport:
     t0 = time.monotonic()
     report = VerifyReport()
-    points = list_points(ds.root) if point_ids is None else [load_point(ds.root, p) for p in point_ids]
+    if point_ids is None:
+        scan = scan_points(ds.root)
+        points = scan.points
+        report.unreadable_points = list(scan.unreadable)
+        report.damaged_points.extend(point_id for point_id, _ in scan.unreadable)
+    else:
+        points = [load_point(ds.root, p) for p in point_ids]
     bad: set[bytes] = set()
     missing: set[bytes] = set()
     last = [0.0]

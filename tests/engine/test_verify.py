@@ -68,3 +68,30 @@ def test_verify_chosen_points_and_corrupt_index(ds: Datastore, tmp_path: Path) -
     rep = ds.verify()
     assert rep.damaged_points == [a.id]
     assert ds.point(a.id).damaged
+
+
+def test_a_damaged_manifest_is_reported_by_verify_and_stops_nothing_else(
+    ds: Datastore, tmp_path: Path
+) -> None:
+    src = write_file(tmp_path / "d", [rand(2 * MiB)])
+    other = write_file(tmp_path / "o", [rand(MiB, 5)])
+    p1 = ds.backup("vm", [SourceFile("d", src)])
+    p2 = ds.backup("vm", [SourceFile("d", src)], parent=p1.id)
+    p_other = ds.backup("vm2", [SourceFile("o", other)])
+    manifest = Path(ds.root) / "points" / p2.id / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:40])  # truncated (a torn copy, a bad sector)
+
+    # Listing (what every backup does first) leaves it out instead of failing.
+    assert [p.id for p in ds.points()] == [p1.id, p_other.id]
+    assert [p.id for p in ds.points("vm")] == [p1.id]
+    scan = ds.scan_points()
+    assert [point_id for point_id, _ in scan.unreadable] == [p2.id]
+    # A backup of either VM still works; the damaged point is not used as a parent.
+    assert ds.backup("vm2", [SourceFile("o", other)], parent=p_other.id).bytes_new < MiB // 4
+    # Verify names it as damaged, with the reason; the others verify clean.
+    rep = ds.verify()
+    assert not rep.ok
+    assert rep.damaged_points == [p2.id]
+    assert [point_id for point_id, _ in rep.unreadable_points] == [p2.id]
+    assert p1.id in rep.points_checked and p_other.id in rep.points_checked
+    assert not rep.bad_chunks and not rep.missing_chunks

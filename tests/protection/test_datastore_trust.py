@@ -134,3 +134,31 @@ def test_verify_reconciles_catalog_and_store_both_ways(protected_lab: ProtectedL
     alert = Alert.objects.active().get(kind=AlertKind.DATASTORE_DAMAGED, datastore=lab.datastore)
     assert "missing from the datastore" in alert.message
     assert f"Not in the catalog: recovery point {stray.point_id}" in job.log
+
+
+def test_a_damaged_manifest_stops_no_backup_and_verify_marks_the_point(protected_lab: ProtectedLab) -> None:
+    """One truncated manifest used to fail every backup of the datastore (listing raised)."""
+    lab = protected_lab
+    first = run(JobKind.INITIAL_REPLICA, lab, lab.windows)
+    assert run(JobKind.INITIAL_REPLICA, lab, lab.linux).state == JobState.SUCCEEDED
+    damaged = RecoveryPoint.objects.get(point_id=first.result["recovery_point"])
+    manifest = Path(lab.datastore.path) / "points" / damaged.point_id / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:64])
+
+    other = run(JobKind.SYNCHRONIZATION, lab, lab.linux)
+    assert other.state == JobState.SUCCEEDED, other.error
+    # The VM whose latest point is damaged is read in full (its parent cannot be trusted).
+    again = run(JobKind.SYNCHRONIZATION, lab, lab.windows)
+    assert again.state == JobState.SUCCEEDED, again.error
+    assert again.result["full_scan"] is True
+
+    job = run(JobKind.VERIFY, lab)
+    assert job.state == JobState.SUCCEEDED, job.traceback
+    assert job.result["unreadable_point_ids"] == [damaged.point_id]
+    assert "1 damaged manifest(s)" in job.message
+    damaged.refresh_from_db()
+    assert damaged.damaged and not damaged.missing
+    assert not RecoveryPoint.objects.usable().filter(pk=damaged.pk).exists()
+    alert = Alert.objects.active().get(kind=AlertKind.DATASTORE_DAMAGED, datastore=lab.datastore)
+    assert "damaged manifest" in alert.message
+    assert f"Damaged: recovery point {damaged.point_id}" in job.log
