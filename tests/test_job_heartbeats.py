@@ -133,6 +133,6 @@ def test_a_database_outage_is_the_cause_recorded_not_worker_lost(monkeypatch: py
         assert run_job(job.pk) == JobState.FAILED
     job.refresh_from_db()
     assert job.state == JobState.FAILED
-    assert job.error.startswith("The database could not be reached for about")
+    assert job.error.startswith("The database could not be reached while the job ran (connection to server")
     assert "Connection refused" in job.error and "server closed the connection" in job.error
     assert "worker lost" not in job.message

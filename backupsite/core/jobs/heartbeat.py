@@ -38,10 +38,8 @@ class Heartbeat:
         """A sentence about database trouble seen while the job ran, or ""."""
         if not self.last_database_error:
             return ""
-        return (
-            f"The database could not be reached for about {self.outage_seconds:.0f} s while the job ran "
-            f"({self.last_database_error})."
-        )
+        how_long = f" for about {self.outage_seconds:.0f} s" if self.outage_seconds >= 1 else ""
+        return f"The database could not be reached{how_long} while the job ran ({self.last_database_error})."
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

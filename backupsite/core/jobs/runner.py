@@ -17,7 +17,7 @@ from django_q.tasks import schedule
 
 from backupsite.core.jobs.context import JobCancelled, JobContext
 from backupsite.core.jobs.heartbeat import Heartbeat
-from backupsite.core.jobs.registry import get_handler
+from backupsite.core.jobs.registry import abandoned_hooks, get_handler
 from backupsite.core.models import RUN_JOB_TASK, Job, JobState, VMLock
 from backupsite.core.models.jobs import this_worker
 
@@ -70,6 +70,10 @@ def run_job(job_id: int) -> str:
             error=reason,
             traceback=traceback.format_exc(),
         )
+        if isinstance(error, DatabaseError) or heartbeat.database_outage:
+            # The handler's own clean-up could not reach the database either: do what is
+            # done for a job lost with its worker (a backup marks its replica inconsistent).
+            _run_abandoned_hooks(job)
         return JobState.FAILED
     finally:
         _with_database(lambda: VMLock.release(job))
@@ -84,6 +88,15 @@ def run_job(job_id: int) -> str:
         bytes_done=Greatest(F("bytes_done"), F("bytes_total")),
     )
     return JobState.SUCCEEDED
+
+
+def _run_abandoned_hooks(job: Job) -> None:
+    job.refresh_from_db()
+    for hook in abandoned_hooks(job.kind):
+        try:
+            _with_database(lambda hook=hook: hook(job))  # type: ignore[misc]
+        except Exception:
+            logger.exception("Cleaning up after job %s failed", job.pk)
 
 
 def _finish(job: Job, started: float, state: JobState, **fields: object) -> None:
