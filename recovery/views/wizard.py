@@ -77,6 +77,10 @@ def wizard(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return redirect("recovery:status", draft.job_id)
     form: Any = None
     error = ""
+    if draft.step not in draft.steps:
+        # A step the draft's recovery type does not walk (a type changed elsewhere, an old
+        # draft): start that type's steps again rather than fail on a form that is not there.
+        draft.save_progress(step=draft.steps[0])
     try:
         if draft.point.unavailable_reason():
             raise PointUnavailable(draft.point.unavailable_reason())

@@ -283,3 +283,16 @@ def test_discard(recovery_client: Client, lab: BackedUpLab) -> None:
     )
     assert not RecoveryDraft.objects.exists()
     assert AuditEvent.objects.filter(action="recovery.draft.discard").exists()
+
+
+def test_a_step_the_recovery_type_does_not_walk_starts_the_steps_again(
+    recovery_client: Client, lab: BackedUpLab
+) -> None:
+    # A draft at "destination" with no recovery type chosen: posting it was a 500.
+    draft = make_draft(user_of(recovery_client), lab.windows_point, WizardStep.TARGET)
+    url = reverse("recovery:wizard", args=[draft.pk])
+    answer = recovery_client.post(url, {"step": WizardStep.TARGET, "action": "next"})
+    assert answer.status_code == 302
+    draft.refresh_from_db()
+    assert draft.step == WizardStep.REVIEW
+    assert recovery_client.get(url).status_code == 200
