@@ -136,3 +136,14 @@ def test_a_database_outage_is_the_cause_recorded_not_worker_lost(monkeypatch: py
     assert job.error.startswith("The database could not be reached while the job ran (connection to server")
     assert "Connection refused" in job.error and "server closed the connection" in job.error
     assert "worker lost" not in job.message
+
+
+def test_a_killed_worker_that_is_still_a_zombie_is_gone() -> None:
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        assert worker_alive(f"{socket.gethostname()}:{process.pid}") is True
+        process.kill()
+        time.sleep(0.2)  # killed, not yet reaped by its parent (us): a zombie
+        assert worker_alive(f"{socket.gethostname()}:{process.pid}") is False
+    finally:
+        process.wait()

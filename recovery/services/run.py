@@ -7,7 +7,9 @@ which the next successful recovery of the same VM resolves.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -16,11 +18,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backupsite.core.jobs.context import JobCancelled, JobContext, JobError
-from backupsite.core.models import AuditEvent
+from backupsite.core.models import AuditEvent, Job
 from protection.models import Alert, AlertKind, RecoveryPoint
+from recovery.itemlevel.writer import TMP_PREFIX
 from recovery.models import RecoveryItemResult, RecoveryType
 from recovery.notifications import RecoveryReport, send_recovery_report
 from recovery.services.browse import PointUnavailable
+from recovery.services.destinations import validate_server_folder
 from recovery.services.items import run_item_recovery
 from recovery.services.options import build_throttle, describe_throttle
 from recovery.services.vmrestore import run_vm_recovery
@@ -85,6 +89,59 @@ def run_recovery(context: JobContext) -> dict[str, Any]:
         f"in {duration:.1f} s"
     )
     return result
+
+
+def recovery_abandoned(job: Job) -> None:
+    """A recovery lost with its worker: what the handler would have done on failure.
+
+    The alert, the audit event and the requested email, and no leftovers: an item copy
+    writes each file under a hidden temporary name and renames it when complete, so a
+    killed copy leaves only such names behind, never a partial file under the real
+    name; they are removed here.
+    """
+    point = (
+        RecoveryPoint.objects.select_related("datastore", "vm").filter(pk=job.parameters.get("point")).first()
+    )
+    reason = job.error or "the worker running it was lost"
+    if job.vm is not None:
+        Alert.raise_alert(
+            AlertKind.RECOVERY_FAILED, f"Recovery of {job.vm} was interrupted: {reason}", vm=job.vm, job=job
+        )
+    removed = remove_partial_files(job)
+    context = JobContext(job)
+    if removed:
+        context.log(f"Removed {removed} unfinished file(s) left by the interrupted copy.")
+    params = job.parameters
+    kind = str(params.get("type", ""))
+    _finish(
+        context,
+        point,
+        kind,
+        params,
+        "failed",
+        reason,
+        job.duration_seconds or 0.0,
+        {"bytes": _items_bytes(job.pk)},
+    )
+
+
+def remove_partial_files(job: Job) -> int:
+    """Unfinished temporary files of an item-level copy to a folder on this server."""
+    spec = job.parameters.get("destination") or {}
+    if job.parameters.get("type") != RecoveryType.ITEMS or spec.get("kind") != "server":
+        return 0  # an SMB copy is staged in a per-job folder that the next run of it replaces
+    try:
+        folder = validate_server_folder(str(spec.get("folder", "")))
+    except ValueError:
+        return 0
+    removed = 0
+    for parent, _folders, files in os.walk(folder):  # never follows links out of the folder
+        for name in files:
+            partial = Path(parent) / name
+            if name.startswith(TMP_PREFIX) and not partial.is_symlink():
+                partial.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def _items_bytes(job_id: int) -> int:

@@ -65,8 +65,14 @@ def worker_alive(worker: str) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # exists, owned by another user
-    return True
+        pass  # exists, owned by another user
+    # A killed process stays a zombie until its parent reaps it: it is gone all the same.
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc to ask: it exists
+    return state not in (b"Z", b"X")
 
 
 class JobQuerySet(models.QuerySet["Job"]):
