@@ -16,12 +16,13 @@ TEST_DEB := $(RUN_DEB) chromium dosfstools mtools exfatprogs fuse3 samba
 RUN_TOOLS := qemu-img qemu-io mkntfs ntfscp sgdisk mkfs.ext4
 TEST_TOOLS := $(RUN_TOOLS) chromium smbd mkfs.vfat mkfs.exfat
 
-.PHONY: help venv run test lint system-packages-run system-packages-test demo bench
+.PHONY: help venv run test lint system-packages-run system-packages-test demo bench reliability
 
 help:
 	@echo "make run    install, set up and serve the dashboard with workers on http://127.0.0.1:8000"
 	@echo "make test   install and run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)"
 	@echo "make bench  compare the backup engine with restic and borg"
+	@echo "make reliability  the fault-injection tests' long variants (rewrites docs/reliability.md)"
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else "Python 3.12 or newer is needed; found " + sys.version)'
@@ -65,6 +66,10 @@ lint: venv
 
 test: system-packages-test venv lint
 	$(PY) -m pytest --create-db $(PYTEST_ARGS)
+
+# The fault-injection tests' long variants (many more injections); rewrites docs/reliability.md.
+reliability: system-packages-test venv
+	RELIABILITY_LONG=1 UPDATE_RELIABILITY=1 $(PY) -m pytest --create-db -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
 
 bench: system-packages-test venv
 	$(call install_debian,restic borgbackup,restic borg)

@@ -27,17 +27,30 @@ class FaultRow:
 ROWS: list[FaultRow] = []
 
 
+def repetitions(quick: int, long: int) -> int:
+    """How many times to inject a fault: ``quick`` in every test run (CI), ``long`` with
+    ``RELIABILITY_LONG=1`` (``make reliability``, the nightly schedule)."""
+    return long if os.environ.get("RELIABILITY_LONG") == "1" else quick
+
+
 def record(row: FaultRow) -> None:
     ROWS.append(row)
 
 
 HEADER = """# Reliability: faults injected and what happened
 
-Written by the test suite (`UPDATE_RELIABILITY=1 make test`, or the tests under
-`tests/reliability/`), from what each fault test measured; do not edit by hand. Every
-fault is injected into real processes (a django-q2 worker cluster, PostgreSQL, a lab
-host's files, datastores on real mounts) at random moments, and each time the committed
-recovery points are restored and compared byte for byte with what they were taken from.
+Written by the test suite from what each fault test measured; do not edit by hand.
+Every fault is injected into real processes (a django-q2 worker cluster, PostgreSQL, a
+lab host's files, datastores on real mounts) at random moments, and each time the
+committed recovery points are restored and compared byte for byte with what they were
+taken from.
+
+- Every `make test` (and CI) runs each fault a few times.
+- `make reliability` runs the long variants (`RELIABILITY_LONG=1`: each fault many
+  more times, at other random moments; `RELIABILITY_SEED=...` picks the moments) and
+  rewrites this file. To run it nightly, enable the schedule: a crontab line such as
+  `0 2 * * * cd /path/to/checkout && make reliability >> reliability.log 2>&1` (as root:
+  some faults mount file systems).
 
 """
 

@@ -27,11 +27,11 @@ from protection.models import Alert, AlertKind, RecoveryPoint, ReplicaState
 from tests.browser.workers import WorkerCluster, queue_jobs_for_real, start_cluster
 from tests.protection.conftest import ProtectedLab, restore_and_compare
 from tests.reliability.dbproxy import DatabaseProxy
-from tests.reliability.report import FaultRow, record
+from tests.reliability.report import FaultRow, record, repetitions
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 MiB = 1024 * 1024
-OUTAGES = 2
+OUTAGES = repetitions(2, 6)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from protection.connectors.lab.guest import churn
 from protection.models import Alert, AlertKind, ProtectionGroup, RecoveryPoint, ReplicaState
 from storage.models import Datastore
 from tests.protection.conftest import ProtectedLab, restore_and_compare
-from tests.reliability.report import FaultRow, record
+from tests.reliability.report import FaultRow, record, repetitions
 
 pytestmark = [
     pytest.mark.django_db,
@@ -31,7 +31,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)"),
 ]
 MiB = 1024 * 1024
-FILLS = 3
+FILLS = repetitions(3, 15)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from protection.models import Host, ProtectedDataSource, ProtectionGroup, Protec
 from storage.models import Datastore
 from tests.protection.helpers import FakeConnector, vm_with_disk
 from tests.recovery_web.conftest import make_point
+from tests.reliability.report import repetitions
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +61,7 @@ PARAMETERS = [
 ]  # fmt: skip
 HOSTILE_TEXT = st.one_of(st.sampled_from(NASTY), st.text(max_size=40))
 FUZZ = settings(
-    max_examples=150,
+    max_examples=repetitions(150, 2000),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=True,

@@ -30,12 +30,12 @@ from protection.connectors.lab.guest import LOCK_FILE, churn
 from protection.models import Alert, AlertKind, RecoveryPoint, ReplicaState
 from tests.browser.workers import WorkerCluster, queue_jobs_for_real, start_cluster
 from tests.protection.conftest import ProtectedLab, restore_and_compare
-from tests.reliability.report import FaultRow, record
+from tests.reliability.report import FaultRow, record, repetitions
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 MiB = 1024 * 1024
-KILLS = 3
+KILLS = repetitions(3, 12)
 READ_RATE = 12 * MiB  # bytes/s: a backup of the lab VM takes a few seconds
 
 

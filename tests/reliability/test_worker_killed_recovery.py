@@ -35,11 +35,11 @@ from tests.recovery_web.conftest import (  # noqa: F401 - fixtures
     ntfscat,
     protected_lab,
 )
-from tests.reliability.report import FaultRow, record
+from tests.reliability.report import FaultRow, record, repetitions
 from tests.reliability.test_worker_killed import finished, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-KILLS = 2
+KILLS = repetitions(2, 10)
 FILES = ["/notes.txt", "/report.docx", "/ledger.csv", "/database.mdf"]
 
 
