@@ -27,7 +27,7 @@ from django_q.models import Schedule
 from backupsite.core.models import Job, JobKind, JobState
 from protection.connectors.lab.config import HOST_FILE, write_json_atomic
 from protection.connectors.lab.guest import LOCK_FILE, churn
-from protection.models import Alert, AlertKind, RecoveryPoint, ReplicaState
+from protection.models import Alert, AlertKind, RecoveryPoint, ReplicaState, VirtualMachine
 from tests.browser.workers import WorkerCluster, queue_jobs_for_real, start_cluster
 from tests.protection.conftest import ProtectedLab, restore_and_compare
 from tests.reliability.report import FaultRow, record, repetitions
@@ -89,9 +89,9 @@ def slow_host(lab: ProtectedLab) -> None:
     write_json_atomic(lab.folder / HOST_FILE, {**data, "read_bytes_per_second": READ_RATE})
 
 
-def checkpoint_held(lab: ProtectedLab) -> bool:
+def checkpoint_held(lab: ProtectedLab, vm: VirtualMachine | None = None) -> bool:
     """Does anything still hold the VM's backup lock (the lab's recovery checkpoint)?"""
-    vm_folder = lab.disk(lab.windows).parent.parent
+    vm_folder = lab.disk(vm or lab.windows).parent.parent
     lock = vm_folder / LOCK_FILE
     if not lock.exists():
         return False
@@ -197,5 +197,64 @@ def test_worker_killed_mid_backup(
             nothing_lost=(
                 f"{len(committed)} committed points restored, cmp + qemu-img compare identical; verify clean"
             ),
+        )
+    )
+
+
+def test_whole_cluster_killed_mid_initial_replica_and_restarted(
+    protected_lab: ProtectedLab, cluster: WorkerCluster, tmp_path: Path
+) -> None:
+    """The issue as first seen: the whole worker cluster (sentinel, scheduler, workers) killed
+    while an initial replica runs. What `manage.py serve` does next is start a new cluster
+    (tests/test_serve.py shows it does); that cluster's own reaper must fail the job within a
+    minute, and the replica must not stay "creating"."""
+    lab = protected_lab
+    vm = lab.linux
+    slow_host(lab)
+    job = Job.submit(JobKind.INITIAL_REPLICA, vm=vm, group=lab.group)
+
+    def reading() -> bool:
+        job.refresh_from_db()
+        return (
+            job.state == JobState.RUNNING and job.bytes_total > 0 and job.bytes_done >= 0.3 * job.bytes_total
+        )
+
+    wait_for(reading, 60, "the initial replica to be 30% through")
+    assert lab.source(vm).replica_state == ReplicaState.CREATING
+    os.killpg(cluster.pid, signal.SIGKILL)  # everything: no reaper runs until a cluster is back
+    cluster.process.wait()
+    killed_at = time.monotonic()
+    replacement = start_cluster(settings.DATABASES["default"], tmp_path / "qcluster-2.log")
+    try:
+        replacement.wait_ready()
+        job = finished(job, timeout=90)
+        found_after = time.monotonic() - killed_at
+        assert job.state == JobState.FAILED and "is gone" in job.error
+        assert found_after < 60, found_after
+        wait_for(Alert.objects.active().filter(kind=AlertKind.BACKUP_FAILED, vm=vm).exists, 10, "the alert")
+        assert lab.source(vm).replica_state == ReplicaState.INCONSISTENT
+        assert not RecoveryPoint.objects.filter(vm=vm).exists()
+        assert not checkpoint_held(lab, vm)
+        check = finished(Job.submit(JobKind.CONSISTENCY_CHECK, vm=vm, group=lab.group))
+        assert check.state == JobState.SUCCEEDED, check.error
+        restore_and_compare(
+            lab.datastore, check.result["recovery_point"], lab.disk(vm), tmp_path / "restored"
+        )
+    finally:
+        replacement.stop()
+        if replacement.process.returncode not in (0, -15, -9, None):
+            print(replacement.output())
+    record(
+        FaultRow(
+            fault="SIGKILL of the whole worker cluster (sentinel, scheduler, workers), then restarted",
+            during="initial replica, at 30 % of the read",
+            injected=1,
+            happened=(
+                f"the restarted cluster's reaper failed the job {found_after:.0f} s after the kill (worker "
+                "process gone); replica 'creating' became inconsistent; no point; no checkpoint left; "
+                "the consistency check then created the replica"
+            ),
+            user_saw="job 'Failed: worker lost' with the cause; alert 'Backup failed' until the check passed",
+            nothing_lost="the new replica restored, cmp + qemu-img compare identical",
         )
     )
