@@ -167,3 +167,21 @@ def test_job_detail_shows_the_warnings_of_a_succeeded_backup(readonly_client: Cl
     assert 'data-testid="job-warning"' in page
     assert "the previous reference point X could not be destroyed" in page
     assert page.count('data-testid="job-warning"') == 1  # plain notes stay in the log
+
+
+def test_a_running_job_whose_worker_went_silent_is_not_shown_running(readonly_client: Client) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    alive = make_job(state=JobState.RUNNING, started=now, heartbeat=now)
+    silent = make_job(state=JobState.RUNNING, started=now, heartbeat=now - timedelta(minutes=5))
+    for job, shown in [(alive, "Running"), (silent, "Not responding")]:
+        fragment = readonly_client.get(
+            reverse("protection:job-detail", args=[job.pk]), headers={"HX-Request": "true"}
+        )
+        text = fragment.content.decode()
+        assert f">{shown}</span>" in text
+    listing = readonly_client.get(reverse("protection:job-list")).content.decode()
+    assert listing.count('data-testid="not-responding"') == 1
