@@ -200,8 +200,14 @@ def _backup_from_host(
     finally:
         try:
             refs = connector.end_backup(session, ok)
-        except ConnectorError as error:
+        except Exception as error:
             if ok:
+                # The engine has committed the point but the host did not record it as the
+                # reference point (it went away, or the VM did): the job fails, so the point
+                # goes too; nothing the catalog does not know stays in the datastore.
+                _discard_point(context, engine, point)
+                raise
+            if not isinstance(error, ConnectorError):
                 raise
             context.log(f"Cleaning up the checkpoint failed: {error}")
             refs = {}
@@ -224,6 +230,15 @@ def _backup_from_host(
         bytes_read_from_host=host_bytes,
         previous_refs={name: ref for name, ref in tracking.get("refs", {}).items() if refs.get(name) != ref},
     )
+
+
+def _discard_point(context: JobContext, engine: EngineDatastore, point: PointInfo) -> None:
+    try:
+        engine.delete_point(point.id)
+    except EngineError as error:  # the next garbage collection finds it unreferenced
+        context.log(f"The recovery point {point.id} could not be removed: {error}")
+    else:
+        context.log(f"Recovery point {point.id} discarded: the backup did not complete on the host.")
 
 
 def _release_previous_references(vm: VirtualMachine, outcome: BackupOutcome) -> None:

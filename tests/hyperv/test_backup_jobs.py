@@ -19,6 +19,7 @@ from protection.models import (
     Host,
     ProtectedDataSource,
     ProtectionGroup,
+    RecoveryPoint,
     ReplicaState,
     VirtualMachine,
 )
@@ -96,6 +97,10 @@ def test_previous_reference_point_destroyed_only_after_a_committed_backup(
     failed = hv.run(JobKind.SYNCHRONIZATION)
     assert failed.state == JobState.FAILED
     assert hv.reference_points_on_host() == [point1]
+    # The point the engine had committed before the conversion failed is discarded too.
+    catalog = set(RecoveryPoint.objects.filter(vm=hv.vm).values_list("point_id", flat=True))
+    assert {p.id for p in hv.group.datastore.open_engine().points(hv.vm.hyperv_id)} == catalog
+    assert "discarded: the backup did not complete on the host" in failed.log
     # Cancelled while reading: nothing committed, nothing destroyed.
     cancelled = hv.run(JobKind.CONSISTENCY_CHECK, cancel_requested=True)
     assert cancelled.state == JobState.CANCELLED

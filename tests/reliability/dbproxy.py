@@ -1,9 +1,10 @@
-"""A TCP proxy in front of PostgreSQL that a test can cut: a database outage, for real.
+"""A TCP proxy that a test can cut: a database outage or a dropped SMB connection, for real.
 
-The worker cluster is pointed at the proxy; the test process keeps its own direct
-connection. ``cut()`` closes every proxied connection and refuses new ones (what a
-restarted or unreachable database server does to its clients); ``restore()`` lets
-connections through again.
+The worker cluster (or the SMB client) is pointed at the proxy; the test process keeps
+its own direct connection. ``cut()`` closes every proxied connection and refuses new
+ones (what a restarted or unreachable server does to its clients); ``restore()`` lets
+connections through again. ``downstream_bytes_per_second`` paces what the server sends
+(a slower link), so that a test can cut a transfer part way.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import contextlib
 import selectors
 import socket
 import threading
+import time
 
 
 class DatabaseProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, downstream_bytes_per_second: int | None = None
+    ) -> None:
         self.target = (target_host, target_port)
+        self.rate = downstream_bytes_per_second
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self._online = threading.Event()
@@ -68,6 +73,8 @@ class DatabaseProxy:
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         selector = selectors.DefaultSelector()
         pairs = {client: upstream, upstream: client}
+        sent = 0
+        began = time.monotonic()
         try:
             for sock in pairs:
                 selector.register(sock, selectors.EVENT_READ)
@@ -78,6 +85,11 @@ class DatabaseProxy:
                     if not data:
                         return
                     pairs[source].sendall(data)
+                    if self.rate and source is upstream:
+                        sent += len(data)
+                        ahead = sent / self.rate - (time.monotonic() - began)
+                        if ahead > 0:
+                            time.sleep(ahead)
         except (OSError, ValueError):
             return
         finally:
@@ -87,3 +99,6 @@ class DatabaseProxy:
                     sock.close()
             with self._lock:
                 self._sockets.difference_update(pairs)
+
+
+TCPProxy = DatabaseProxy  # the same proxy, for the servers that are not a database

@@ -35,7 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import smbclient
-from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBOSError, SMBResponseException
+from smbprotocol.exceptions import (
+    SMBAuthenticationError,
+    SMBConnectionClosed,
+    SMBException,
+    SMBOSError,
+    SMBResponseException,
+)
 from smbprotocol.header import NtStatus
 from smbprotocol.open import (
     CreateDisposition,
@@ -110,7 +116,8 @@ def smb_error(exc: BaseException, what: str) -> ConnectorError:
         return SMBLogonFailure(f"{what}: the user name or password was refused")
     if isinstance(exc, ValueError) and "Failed to connect" in str(exc):
         return SMBHostUnreachable(f"{what}: the SMB port cannot be reached ({_reason(exc)})")
-    if isinstance(exc, (TimeoutError, ConnectionError)):
+    if isinstance(exc, (TimeoutError, ConnectionError, SMBConnectionClosed)):
+        # SMBConnectionClosed: the link dropped or the server went away mid-transfer.
         return SMBHostUnreachable(f"{what}: the connection to the SMB server was lost ({exc})")
     return SMBError(f"{what}: {_reason(exc)}")
 

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from protection.connectors import prerequisites
 from protection.connectors.lab import config, inventory
-from protection.connectors.lab.config import VM_FILE, update_vm_json
+from protection.connectors.lab.config import HOST_FILE, VM_FILE, update_vm_json
 from protection.connectors.lab.guest import VMLock
 from protection.connectors.lab.rct import RCTJournal
 from protection.connectors.protocol import (
@@ -95,6 +95,7 @@ class LabBackupSession(EndsAsFailedOnExit):
         rct_history: int,
         tracked: bool,
         read_bytes_per_second: int | None = None,
+        host_folder: Path | None = None,
     ):
         self.session_id = uuid.uuid4().hex
         self.vm = vm
@@ -109,6 +110,7 @@ class LabBackupSession(EndsAsFailedOnExit):
         self._history = rct_history
         self._read_rate = read_bytes_per_second
         self._excluded: dict[str, list[Range]] = {}
+        self._host_folder = host_folder if host_folder is not None else folder.parent.parent
         self.ended = False
 
     # ------------------------------------------------------------------ files
@@ -174,14 +176,31 @@ class LabBackupSession(EndsAsFailedOnExit):
         if self.ended:
             raise ConnectorError("this backup session has already ended")
 
+    def _gone(self, exc: OSError) -> str:
+        """Why the host's files could not be reached: the host, the VM, or the error itself."""
+        host = self._host_folder
+        if not (host / HOST_FILE).is_file():
+            return (
+                f"lab host {host.name} is unreachable: {host} no longer holds the host's files "
+                "(unmounted or disconnected)"
+            )
+        if not (self.folder / VM_FILE).is_file():
+            return f"VM {self.vm.name} was deleted from lab host {host.name} during the backup"
+        return f"cannot record the reference point of {self.vm.name}: {exc.strerror or exc}"
+
     def finish(self, ok: bool) -> dict[str, str]:
         self._check_open()
         refs: dict[str, str] = {}
         try:
             if ok:
-                for f in self.files:
-                    if self._is_tracked_disk(f):
-                        refs[f.name] = RCTJournal(self._paths[f.name], self._history).create_reference()
+                try:
+                    for f in self.files:
+                        if self._is_tracked_disk(f):
+                            refs[f.name] = RCTJournal(self._paths[f.name], self._history).create_reference()
+                except OSError as exc:
+                    # The files were read through handles opened at the checkpoint; only now,
+                    # recording the reference point by path, does a host or VM that went away show.
+                    raise ConnectorError(self._gone(exc)) from exc
                 self.events.append("reference point created (RCT ids recorded)")
             else:
                 self.events.append("backup failed: checkpoint removed, no reference point kept")
@@ -241,6 +260,7 @@ def begin_lab_backup(
         host_cfg.rct_history,
         tracked,
         host_cfg.read_bytes_per_second,
+        host_folder,
     )
     try:
         session.events.append(f"{consistency}-consistent checkpoint: {'; '.join(reasons)}")
