@@ -39,7 +39,7 @@ from tests.reliability.hostfaults import (
     restore_all,
     run_in_thread,
 )
-from tests.reliability.report import FaultRow, record
+from tests.reliability.report import FaultRow, record, repetitions
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -47,7 +47,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root (CI runs as root)"),
 ]
 READ_RATE = 16 * MiB  # bytes/s: a backup of the lab VM takes a few seconds
-TIMES = 3
+TIMES = repetitions(3, 12)
 GROWS = 2  # the lab disk has two blocks never written: each write allocates one
 
 

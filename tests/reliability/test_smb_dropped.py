@@ -43,13 +43,13 @@ from tests.hyperv.windows.hoststate import checkpoints_of, reference_points
 from tests.hyperv.wired import WiredHost, wired_host
 from tests.reliability.dbproxy import TCPProxy
 from tests.reliability.hostfaults import JobThread, MiB, restore_all, run_in_thread
-from tests.reliability.report import FaultRow, record
+from tests.reliability.report import FaultRow, record, repetitions
 from tests.wsman.fixtures import EndpointFactory, wsman_endpoint
 
 __all__ = ["hyperv_samba", "wsman_endpoint"]
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-DROPS = 3
+DROPS = repetitions(3, 12)
 LINK_RATE = 24 * MiB  # bytes/s the proxy lets through from smbd
 
 
