@@ -15,6 +15,10 @@ import shutil
 from dataclasses import dataclass
 
 MOUNTINFO = "/proc/self/mountinfo"
+# A file system the kernel turned read-only after an error, while the mount itself stays
+# "rw": ext4 (errors=remount-ro, Linux 6.x) says "emergency_ro" in its super options and
+# statvfs does not report ST_RDONLY, yet every write fails with EROFS.
+READ_ONLY_SUPER_OPTIONS = frozenset({"ro", "emergency_ro"})
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
 
@@ -53,12 +57,13 @@ def parse_mountinfo(text: str) -> list[Mount]:
             fs_type, device = fields[separator + 1], fields[separator + 2]
         except (ValueError, IndexError):
             continue  # a line this parser does not understand is skipped, not fatal
+        super_options = fields[separator + 3].split(",") if len(fields) > separator + 3 else []
         mounts.append(
             Mount(
                 mount_point=unescape(mount_point),
                 fs_type=unescape(fs_type),
                 device=unescape(device),
-                read_only="ro" in options.split(","),
+                read_only="ro" in options.split(",") or bool(READ_ONLY_SUPER_OPTIONS & set(super_options)),
             )
         )
     return mounts
@@ -100,18 +105,23 @@ def disk_space(path: str) -> Space | None:
 
 
 def read_only(path: str) -> bool:
-    """True on a read-only mount (statvfs says so even where access() would not tell root)."""
+    """True on a read-only mount (statvfs says so even where access() would not tell root),
+    or on a file system the kernel made read-only after an error (only mountinfo says so)."""
     try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return True
     except OSError:
         return False
+    mount = mount_of(path)
+    return mount is not None and mount.read_only
 
 
 def writable(path: str) -> bool:
     """False on a read-only mount even for root, or a folder this process cannot write."""
     try:
-        if os.statvfs(path).f_flag & os.ST_RDONLY:
-            return False
+        os.statvfs(path)
     except OSError:
+        return False
+    if read_only(path):
         return False
     return os.access(path, os.W_OK | os.X_OK)

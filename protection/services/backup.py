@@ -33,6 +33,7 @@ from protection.services.pointmeta import catalog_metadata
 from storage.engine import Cancelled as EngineCancelled
 from storage.engine import Datastore as EngineDatastore
 from storage.engine import EngineError, PointInfo, Progress, RetentionPolicy, SourceFile
+from storage.engine import ReadOnly as EngineReadOnly
 from storage.engine.retention import select_removals
 from storage.models import Datastore
 
@@ -120,6 +121,15 @@ def run_backup_job(context: JobContext) -> dict[str, Any]:
         raise JobCancelled() from error
     except (ConnectorError, EngineError, JobError, OSError) as error:
         _mark_inconsistent(source, context, f"{POINT_KIND_FOR_JOB[kind].label} failed: {error}")
+        if isinstance(error, EngineReadOnly):
+            # The storage needs the administrator too: the same alert as a datastore found
+            # read-only when a job opens it, resolved by the next job that opens it writable.
+            Alert.raise_alert(
+                AlertKind.DATASTORE_UNAVAILABLE,
+                f"Datastore {datastore_row}: {error}",
+                datastore=datastore_row,
+                job=context.job,
+            )
         raise JobError(str(error)) from error
     except Exception as error:
         _mark_inconsistent(source, context, f"{POINT_KIND_FOR_JOB[kind].label} failed: {error}")

@@ -117,6 +117,14 @@ def verify_datastore(context: JobContext) -> dict[str, Any]:
         RecoveryPoint.objects.filter(datastore=datastore, point_id__in=report.damaged_points).update(
             damaged=True
         )
+    # Chunks are stored under their digest: once a backup has stored a lost chunk again,
+    # every point that referenced it is whole, and verify has just read all of it.
+    whole = set(report.points_checked) - set(report.damaged_points) - set(reconciled.unreadable)
+    healed = RecoveryPoint.objects.filter(datastore=datastore, point_id__in=whole, damaged=True).update(
+        damaged=False
+    )
+    if healed:
+        context.log(f"{healed} recovery point(s) marked damaged earlier are whole again")
     problems = []
     if damaged_chunks:
         problems.append(

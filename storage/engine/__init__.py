@@ -20,6 +20,7 @@ from .errors import (
     InvalidSource,
     NoSpace,
     PointNotFound,
+    ReadOnly,
     SourceReadError,
     WrongKey,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "PointScan",
     "Progress",
     "RateLimiter",
+    "ReadOnly",
     "RestoreResult",
     "RetentionPolicy",
     "Settings",

@@ -49,6 +49,11 @@ class NoSpace(EngineError):
     pass
 
 
+class ReadOnly(EngineError):
+    """The device refused a write because it is read-only (EROFS): typically a volume
+    the kernel remounted read-only after a disk error, under a running backup."""
+
+
 class SourceReadError(EngineError):
     pass
 
@@ -80,9 +85,20 @@ class InvalidPolicy(EngineError):
 _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
-def wrap_oserror(exc: OSError, what: str) -> EngineError:
-    """Turn an OSError into the engine error a caller can act on."""
+def wrap_oserror(exc: OSError, what: str, *, device: str = "the datastore") -> EngineError:
+    """Turn an OSError into the engine error a caller can act on.
+
+    ``device`` names what was being written: the datastore, or a restore's target.
+    """
     if exc.errno in _SPACE_ERRNOS:
-        return NoSpace(f"no space left on the datastore device while {what}")
+        return NoSpace(f"no space left on {device} device while {what}")
+    if exc.errno == errno.EROFS:
+        # An administrator acts on this one (check the volume, mount it read-write
+        # again), not on a bare "I/O error: Read-only file system".
+        return ReadOnly(
+            f"{device} is read-only ({what} failed). Its volume was mounted "
+            "read-only, or remounted read-only by the kernel after a disk error: check the "
+            "volume, then mount it read-write"
+        )
     detail = exc.strerror or str(exc)
     return EngineError(f"I/O error while {what}: {detail}")

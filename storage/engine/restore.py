@@ -147,7 +147,7 @@ def _restore_file(
             os.close(fd)
         unlink_quiet(tmp)
         if isinstance(exc, OSError):
-            raise wrap_oserror(exc, f"restoring {f.name}") from exc
+            raise wrap_oserror(exc, f"restoring {f.name}", device="the restore target") from exc
         raise
     finally:
         index.close()
@@ -216,7 +216,7 @@ def run_restore(
     try:
         os.makedirs(target_dir, exist_ok=True)
     except OSError as exc:
-        raise wrap_oserror(exc, f"creating {target_dir}") from exc
+        raise wrap_oserror(exc, f"creating {target_dir}", device="the restore target") from exc
     state = _State(sum(f.size for f in chosen), progress, cancel, throttle_fn)
     pdir = point_dir(ds.root, point_id)
     nworkers = workers or io_workers()

@@ -46,6 +46,15 @@ def test_parse_mountinfo_reads_type_device_and_read_only() -> None:
     assert mounts[3] == Mount("/mnt/backup disk/inner", "tmpfs", "tmp\\fs", read_only=True)
 
 
+def test_a_file_system_the_kernel_made_read_only_after_an_error_is_read_only() -> None:
+    # ext4 with errors=remount-ro on Linux 6.x: the mount stays "rw" and statvfs says
+    # nothing, only the super options tell; every write fails with EROFS.
+    failed = "45 27 7:0 / /mnt/failed rw,relatime - ext4 /dev/loop0 rw,errors=remount-ro,emergency_ro\n"
+    read_only_sb = "46 27 7:1 / /mnt/sb rw,relatime - ext4 /dev/loop1 ro\n"
+    healthy = "47 27 7:2 / /mnt/ok rw,relatime - ext4 /dev/loop2 rw,errors=remount-ro\n"
+    assert [m.read_only for m in parse_mountinfo(failed + read_only_sb + healthy)] == [True, True, False]
+
+
 def test_longest_mount_point_wins_and_the_last_of_stacked_mounts() -> None:
     table = parse_mountinfo(MOUNTINFO)
 
