@@ -23,10 +23,10 @@ from protection.models import Alert, AlertKind, RecoveryPoint, VirtualMachine
 from storage.engine import Datastore as EngineDatastore
 from storage.engine.chunks import ZERO_DIGEST
 from tests.protection.conftest import ProtectedLab, restore_and_compare
-from tests.reliability.report import FaultRow, record
+from tests.reliability.report import FaultRow, record, repetitions
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
-ROUNDS = 3
+ROUNDS = repetitions(3, 12)
 
 
 def run(kind: str, lab: ProtectedLab, vm: VirtualMachine | None = None) -> Job:

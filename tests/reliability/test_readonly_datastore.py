@@ -32,7 +32,7 @@ from storage.models import Datastore
 from storage.mounts import read_only
 from tests.browser.workers import WorkerCluster, queue_jobs_for_real, start_cluster
 from tests.protection.conftest import ProtectedLab, restore_and_compare
-from tests.reliability.report import FaultRow, record
+from tests.reliability.report import FaultRow, record, repetitions
 from tests.reliability.test_worker_killed import finished, wait_for
 
 pytestmark = [
@@ -41,7 +41,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="a loop-mounted volume needs root (CI runs as root)"),
 ]
 MiB = 1024 * 1024
-FAULTS = 3
+FAULTS = repetitions(3, 12)
 READ_RATE = 16 * MiB  # bytes/s: a consistency check of the lab VM takes about 4 s
 MOUNT_OPTIONS = "loop,errors=remount-ro"
 
