@@ -29,7 +29,7 @@ from dissect.hypervisor.disk.vhd import VHD
 from dissect.util.stream import AlignedStream
 
 from .errors import ParentDiskMissing, UnreadableDisk, UnsupportedDisk, VdiskError
-from .vhd import has_footer, read_vhd_footer
+from .vhd import check_vhd, has_footer, read_vhd_footer
 from .vhdx import (
     PAYLOAD_BLOCK_FULLY_PRESENT,
     PAYLOAD_BLOCK_NOT_PRESENT,
@@ -250,6 +250,10 @@ def _open_vhd(fh: Any, disk: VirtualDisk) -> None:
             f"{disk.name or 'the disk'} is a differencing VHD; browsing legacy VHD chains is not "
             "supported: recover the whole disk files and merge them in Hyper-V"
         )
+    try:
+        check_vhd(fh, footer)
+    except UnreadableDisk as exc:
+        raise UnreadableDisk(f"{_label(disk.name)} could not be read as a VHD file: {exc}") from exc
     with disk.parsing(f"{_label(disk.name)} could not be read as a VHD file: it looks damaged"):
         vhd = VHD(fh)
     disk.stream, disk.size, disk.sector_size = vhd, vhd.size, 512

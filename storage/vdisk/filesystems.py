@@ -13,7 +13,7 @@ import calendar
 import io
 import stat
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, NamedTuple
@@ -182,11 +182,34 @@ class NtfsAdapter(Adapter):
             return io.BytesIO(b"")
 
 
+class ClusterLoop(Exception):
+    """A FAT cluster chain that comes back on itself (a damaged FAT)."""
+
+
+def _loop_safe_chain(chain: Callable[[int], Iterator[int]]) -> Callable[[int], Iterator[int]]:
+    """dissect follows a cluster chain until its end marker; a damaged FAT whose chain loops
+    would make it build a run list forever. Brent's cycle detection stops it after at most
+    twice the chain's real length, in constant memory."""
+
+    def safe(cluster: int) -> Iterator[int]:
+        saved, power, steps = None, 1, 0
+        for current in chain(cluster):
+            if current == saved:
+                raise ClusterLoop(f"the cluster chain starting at {cluster} loops")
+            yield current
+            steps += 1
+            if steps == power:
+                saved, power, steps = current, power * 2, 0
+
+    return safe
+
+
 class FatAdapter(Adapter):
     kind = "fat"
 
     def __init__(self, stream: BinaryIO) -> None:
         self.fs = FATFS(stream)
+        self.fs.fat.chain = _loop_safe_chain(self.fs.fat.chain)  # type: ignore[method-assign]
         self.name = {Fattype.FAT12: "FAT12", Fattype.FAT16: "FAT16", Fattype.FAT32: "FAT32"}.get(
             self.fs.type, "FAT"
         )

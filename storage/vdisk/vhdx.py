@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import InvalidRange, UnreadableDisk
 from .ranges import Range, merge_ranges
@@ -54,6 +54,10 @@ HEADER_SECTION = 1 * MiB  # file identifier, two headers, two region tables
 HEADER_OFFSETS = (64 * KiB, 128 * KiB)
 REGION_TABLE_OFFSETS = (192 * KiB, 256 * KiB)
 _MAX_ENTRIES = 2047  # a 64 KiB region/metadata table cannot hold more
+METADATA_TABLE = 64 * KiB
+MAX_METADATA_ITEM = 1 * MiB  # [MS-VHDX] 2.6.1.2: an item is at most 1 MB
+MAX_METADATA_REGION = 256 * MiB  # Hyper-V makes 1 MiB; far more is damage
+MAX_VIRTUAL_SIZE = 64 * 1024**4  # [MS-VHDX] 2.6.2.2: a VHDX holds at most 64 TiB
 
 
 def _crc32c_table() -> list[int]:
@@ -69,7 +73,21 @@ def _crc32c_table() -> list[int]:
 _CRC_TABLE = _crc32c_table()
 
 
+try:  # dissect.util's native (Rust) CRC-32C, when built: a hundred times faster than the table
+    from dissect.util._native import hash as _native_hash
+
+    _native_crc32c: Any = _native_hash.crc32c.crc32c
+except (ImportError, AttributeError):  # pragma: no cover - the pure-Python wheel
+    _native_crc32c = None
+
+
 def crc32c(data: bytes) -> int:
+    if _native_crc32c is not None:
+        return int(_native_crc32c(data))
+    return crc32c_python(data)
+
+
+def crc32c_python(data: bytes) -> int:
     crc = 0xFFFFFFFF
     t = _CRC_TABLE
     for b in data:
@@ -134,7 +152,10 @@ class VhdxLayout:
         return e & 7, (e >> 20) * MiB
 
     def bitmap_entry(self, chunk: int) -> tuple[int, int]:
-        e = self.bat[chunk * (self.chunk_ratio + 1) + self.chunk_ratio]
+        idx = chunk * (self.chunk_ratio + 1) + self.chunk_ratio
+        if idx >= len(self.bat):  # a disk without a parent keeps no last bitmap entry
+            return PAYLOAD_BLOCK_NOT_PRESENT, 0
+        e = self.bat[idx]
         return e & 7, (e >> 20) * MiB
 
     def virtual_to_file(self, virtual_ranges: Iterable[Range]) -> list[Range]:
@@ -259,19 +280,36 @@ def _regions(f: BinaryIO) -> list[tuple[uuid.UUID, int, int]]:
 
 
 def _metadata(f: BinaryIO, offset: int, length: int) -> dict[uuid.UUID, bytes]:
-    raw = _read(f, offset, length)
+    """The metadata items this parser uses; each is read on its own, so a damaged table
+    cannot make it read (or allocate) more than a few MiB."""
+    if length < METADATA_TABLE or length > MAX_METADATA_REGION:
+        raise UnreadableDisk(f"the VHDX metadata region has an impossible length ({length} bytes)")
+    raw = _read(f, offset, METADATA_TABLE)
     if raw[:8] != b"metadata":
         raise UnreadableDisk("the VHDX metadata table is corrupt")
     count = struct.unpack_from("<H", raw, 10)[0]
     if count > _MAX_ENTRIES:
-        raise UnreadableDisk("the VHDX metadata table is corrupt")
+        raise UnreadableDisk(f"the VHDX metadata table is corrupt (it claims {count} entries)")
     items = {}
     for i in range(count):
         g, ioff, iln, _flags = struct.unpack_from("<16sIII", raw, 32 + 32 * i)
-        if ioff + iln > length:
+        item = uuid.UUID(bytes_le=g)
+        if item not in _USED_ITEMS:
+            continue
+        if ioff < METADATA_TABLE or ioff + iln > length or iln > MAX_METADATA_ITEM:
             raise UnreadableDisk("a VHDX metadata item points outside the metadata region")
-        items[uuid.UUID(bytes_le=g)] = raw[ioff : ioff + iln]
+        items[item] = _read(f, offset + ioff, iln)
     return items
+
+
+_USED_ITEMS = {
+    FILE_PARAMETERS,
+    VIRTUAL_DISK_SIZE,
+    VIRTUAL_DISK_ID,
+    LOGICAL_SECTOR_SIZE,
+    PHYSICAL_SECTOR_SIZE,
+    PARENT_LOCATOR,
+}
 
 
 def _parent_locator(raw: bytes) -> dict[str, str]:
@@ -301,8 +339,12 @@ def _parse(f: BinaryIO) -> VhdxLayout:
     boff, blen = reg[BAT_GUID]
     moff, mlen = reg[METADATA_GUID]
     for what, off, length in (("BAT", boff, blen), ("metadata", moff, mlen), ("log", log_offset, log_length)):
-        if off % MiB or off + length > size:
-            raise UnreadableDisk(f"the VHDX {what} region lies outside the file (truncated?)")
+        if what == "log" and not length:
+            continue
+        if off % MiB or off < HEADER_SECTION:
+            raise UnreadableDisk(f"the VHDX {what} region is misplaced (offset {off}): the file is corrupt")
+        if off + length > size:
+            raise UnreadableDisk(f"the VHDX {what} region lies beyond the end of the file (truncated?)")
     items = _metadata(f, moff, mlen)
     try:
         block_size, flags = struct.unpack("<II", items[FILE_PARAMETERS][:8])
@@ -317,8 +359,12 @@ def _parse(f: BinaryIO) -> VhdxLayout:
         raise UnreadableDisk("a required VHDX metadata item is missing") from exc
     if block_size < MiB or block_size > 256 * MiB or block_size & (block_size - 1):
         raise UnreadableDisk(f"invalid VHDX block size {block_size}")
-    if lss not in (512, 4096) or virtual_size <= 0 or virtual_size % lss:
-        raise UnreadableDisk("invalid VHDX virtual size or sector size")
+    if lss not in (512, 4096):
+        raise UnreadableDisk(f"invalid VHDX logical sector size {lss} (only 512 and 4096 exist)")
+    if virtual_size <= 0 or virtual_size % lss or virtual_size > MAX_VIRTUAL_SIZE:
+        raise UnreadableDisk(
+            f"invalid VHDX virtual size {virtual_size} bytes (it must be whole sectors, at most 64 TiB)"
+        )
     chunk_ratio = (2**23 * lss) // block_size
     blocks = -(-virtual_size // block_size)
     if has_parent:  # every chunk has its sector bitmap entry
@@ -328,7 +374,8 @@ def _parse(f: BinaryIO) -> VhdxLayout:
     if entries * 8 > blen:
         raise UnreadableDisk("the VHDX BAT is smaller than the virtual size needs")
     bat = array.array("Q")
-    bat.frombytes(_read(f, boff, blen - blen % 8))
+    # Only the entries the virtual size needs: a BAT region claiming gigabytes is not read.
+    bat.frombytes(_read(f, boff, entries * 8))
     if sys.byteorder != "little":  # pragma: no cover
         bat.byteswap()
     layout = VhdxLayout(

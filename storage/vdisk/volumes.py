@@ -11,6 +11,7 @@ system (MSR, LDM, Storage Spaces, swap, LVM) are named without being read.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,7 +22,7 @@ from dissect.util.stream import RangeStream
 from dissect.volume.disk import Disk
 
 from .chain import VirtualDisk
-from .errors import EncryptedVolume, NotBrowsable, UnreadableFileSystem
+from .errors import EncryptedVolume, NotBrowsable, UnreadableDisk, UnreadableFileSystem
 from .filesystems import Adapter, ExfatAdapter, ExtAdapter, FatAdapter, NtfsAdapter
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 RAW_HINT = "recover it as a raw volume image or recover the whole disk"
 BITLOCKER_MESSAGE = f"BitLocker-encrypted volume: cannot be browsed; {RAW_HINT}"
 _PROBE = 8192
+MAX_GPT_ENTRIES = 4096  # Windows and sgdisk write 128; the UEFI minimum is 16 KiB of entries
 
 _MSR = UUID("E3C9E316-0B5C-4DB8-817D-F92DF00215AE")
 _LDM_METADATA = UUID("5808C8AA-7E8F-42E0-85D2-E1E90434CFB3")
@@ -241,12 +243,41 @@ def _partitions(disk: VirtualDisk) -> list[Any] | None:
         or head[54:57] == b"FAT"
     ):
         return None  # a file system's boot sector at sector 0: an unpartitioned (superfloppy) disk
+    _check_gpt(disk, head)
     stream.seek(0)
     try:
         return list(Disk(stream, sector_size=disk.sector_size).partitions)
     except Exception:
         log.info("no partition table on %s", disk.name, exc_info=True)
         return None
+
+
+def _check_gpt(disk: VirtualDisk, mbr: bytes) -> None:
+    """dissect reads every entry a GPT header declares, one by one: refuse a header whose
+    entry count, entry size or array position is impossible before it loops for hours."""
+    starts = [
+        struct.unpack_from("<I", mbr, 446 + 16 * i + 8)[0] for i in range(4) if mbr[446 + 16 * i + 4] == 0xEE
+    ]
+    if not starts:
+        return
+    stream = disk.stream
+    stream.seek(starts[0] * disk.sector_size)
+    header = stream.read(92)
+    if len(header) < 92 or header[:8] != b"EFI PART":
+        return  # not a GPT after all: dissect falls back to the MBR
+    array_lba, count, entry_size = struct.unpack_from("<QII", header, 72)
+    array_end = array_lba * disk.sector_size + count * entry_size
+    if (
+        count > MAX_GPT_ENTRIES
+        or entry_size < 128
+        or entry_size > 4096
+        or entry_size & (entry_size - 1)
+        or array_end > disk.size
+    ):
+        raise UnreadableDisk(
+            f"the GPT partition table of {disk.name or 'the disk'} is damaged (it declares {count} "
+            f"entries of {entry_size} bytes at sector {array_lba}); recover the whole disk"
+        )
 
 
 def _extent(part: Any, disk: VirtualDisk) -> tuple[int, int]:
