@@ -69,7 +69,7 @@ test: system-packages-test venv lint
 
 # The fault-injection tests' long variants (many more injections); rewrites docs/reliability.md.
 reliability: system-packages-test venv
-	RELIABILITY_LONG=1 UPDATE_RELIABILITY=1 $(PY) -m pytest --create-db -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
+	RELIABILITY_LONG=1 UPDATE_RELIABILITY=1 $(PY) -m pytest --create-db -p no:cacheprovider tests/reliability tests/vdisk/test_malformed.py tests/recovery/test_malformed_images.py $(PYTEST_ARGS)
 
 bench: system-packages-test venv
 	$(call install_debian,restic borgbackup,restic borg)
