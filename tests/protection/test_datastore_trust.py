@@ -15,7 +15,8 @@ from backupsite.core.jobs.runner import run_job
 from backupsite.core.models import Job, JobKind, JobState
 from protection.models import Alert, AlertKind, RecoveryPoint, ReplicaState, VirtualMachine
 from storage.engine import Datastore as EngineDatastore
-from tests.protection.conftest import ProtectedLab
+from tests.protection.conftest import ProtectedLab, restore_and_compare
+from tests.reliability.report import FaultRow, record
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
@@ -136,7 +137,9 @@ def test_verify_reconciles_catalog_and_store_both_ways(protected_lab: ProtectedL
     assert f"Not in the catalog: recovery point {stray.point_id}" in job.log
 
 
-def test_a_damaged_manifest_stops_no_backup_and_verify_marks_the_point(protected_lab: ProtectedLab) -> None:
+def test_a_damaged_manifest_stops_no_backup_and_verify_marks_the_point(
+    protected_lab: ProtectedLab, tmp_path: Path
+) -> None:
     """One truncated manifest used to fail every backup of the datastore (listing raised)."""
     lab = protected_lab
     first = run(JobKind.INITIAL_REPLICA, lab, lab.windows)
@@ -162,3 +165,19 @@ def test_a_damaged_manifest_stops_no_backup_and_verify_marks_the_point(protected
     alert = Alert.objects.active().get(kind=AlertKind.DATASTORE_DAMAGED, datastore=lab.datastore)
     assert "damaged manifest" in alert.message
     assert f"Damaged: recovery point {damaged.point_id}" in job.log
+    # The points taken after the damage are whole.
+    restore_and_compare(lab.datastore, other.result["recovery_point"], lab.disk(lab.linux), tmp_path / "r1")
+    restore_and_compare(lab.datastore, again.result["recovery_point"], lab.disk(lab.windows), tmp_path / "r2")
+    record(
+        FaultRow(
+            fault="Manifest truncated (a torn copy, a bad sector)",
+            during="between backups: the newest point of one of two VMs",
+            injected=1,
+            happened=(
+                "the other VM's backup and the damaged VM's next backup (a full read: its parent cannot be "
+                "trusted) succeeded; verify marked the point damaged, not missing"
+            ),
+            user_saw="verify job: '1 damaged manifest(s)'; alert 'Datastore damage found'; the point refused",
+            nothing_lost="both points taken after the damage restored, cmp + qemu-img compare identical",
+        )
+    )
