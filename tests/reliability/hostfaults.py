@@ -9,7 +9,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,9 @@ from protection.connectors.lab.guest import LOCK_FILE
 from protection.models import VirtualMachine
 from storage.models import Datastore
 from tests.protection.conftest import restore_and_compare
+from tests.reliability.waiting import wait_for
 
 MiB = 1024 * 1024
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def pace_lab_host(folder: Path, bytes_per_second: int) -> None:

@@ -16,11 +16,9 @@ import random
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django_q.models import Task
 
 from backupsite.core.jobs.runner import run_job
@@ -40,7 +38,7 @@ from protection.models import (
 )
 from protection.services.inventory import sync_host_inventory
 from storage.models import Datastore
-from tests.browser.workers import WorkerCluster, queue_jobs_for_real, start_cluster
+from tests.browser.workers import WorkerCluster
 from tests.reliability.report import FaultRow, record
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -56,22 +54,6 @@ def crowded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("crowded-template") / "LAB-HV20"
     create_lab_host(folder, "LAB-HV20", BACKUPS + 1, 64 * MiB, seed="concurrency")
     return folder
-
-
-@pytest.fixture
-def cluster(
-    transactional_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> Iterator[WorkerCluster]:
-    queue_jobs_for_real(monkeypatch)
-    worker_cluster = start_cluster(settings.DATABASES["default"], tmp_path / "qcluster.log", workers=2)
-    failed_before = request.session.testsfailed
-    try:
-        worker_cluster.wait_ready()
-        yield worker_cluster
-    finally:
-        worker_cluster.stop()
-        if request.session.testsfailed > failed_before:
-            print(worker_cluster.output())
 
 
 def run_inline(kind: str, vm: VirtualMachine, group: ProtectionGroup) -> Job:

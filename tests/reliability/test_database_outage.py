@@ -16,7 +16,6 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.conf import settings
@@ -24,10 +23,11 @@ from django.conf import settings
 from backupsite.core.models import Job, JobKind, JobState
 from protection.connectors.lab.config import HOST_FILE, write_json_atomic
 from protection.models import Alert, AlertKind, RecoveryPoint, ReplicaState
-from tests.browser.workers import WorkerCluster, queue_jobs_for_real, start_cluster
+from tests.browser.workers import WorkerCluster, queue_jobs_for_real
 from tests.protection.conftest import ProtectedLab, restore_and_compare
 from tests.reliability.dbproxy import DatabaseProxy
 from tests.reliability.report import FaultRow, record, repetitions
+from tests.reliability.waiting import finished, running_cluster, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 MiB = 1024 * 1024
@@ -54,34 +54,11 @@ def cluster(
 ) -> Iterator[WorkerCluster]:
     queue_jobs_for_real(monkeypatch)
     through_proxy = {**settings.DATABASES["default"], "HOST": "127.0.0.1", "PORT": str(proxy.port)}
-    worker_cluster = start_cluster(through_proxy, tmp_path / "qcluster.log")
-    failed_before = request.session.testsfailed
     try:
-        worker_cluster.wait_ready()
-        yield worker_cluster
+        with running_cluster(request, tmp_path / "qcluster.log", through_proxy) as started:
+            yield started
     finally:
         proxy.restore()
-        worker_cluster.stop()
-        if request.session.testsfailed > failed_before:
-            print(worker_cluster.output())
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def finished(job: Job, timeout: float = 180) -> Job:
-    def done() -> Job | None:
-        job.refresh_from_db()
-        return job if job.is_finished else None
-
-    return wait_for(done, timeout, f"job #{job.pk} to finish")  # type: ignore[no-any-return]
 
 
 def test_database_outage_mid_backup(
@@ -118,7 +95,7 @@ def test_database_outage_mid_backup(
         time.sleep(outage)
         proxy.restore()
 
-        job = finished(job)
+        job = finished(job, timeout=180)
         assert job.state == JobState.FAILED, job.result
         assert "The database could not be reached" in job.error, job.error
         assert "worker lost" not in job.message
@@ -128,7 +105,7 @@ def test_database_outage_mid_backup(
         assert set(RecoveryPoint.objects.values_list("point_id", flat=True)) == before
         assert {p.id for p in lab.datastore.open_engine().points(vm.hyperv_id)} == before
 
-        check = finished(Job.submit(JobKind.CONSISTENCY_CHECK, vm=vm, group=lab.group))
+        check = finished(Job.submit(JobKind.CONSISTENCY_CHECK, vm=vm, group=lab.group), timeout=180)
         assert check.state == JobState.SUCCEEDED, check.error
         assert lab.source(vm).replica_state == ReplicaState.OK
         assert not alerts.exists()

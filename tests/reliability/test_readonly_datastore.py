@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from backupsite.core.models import Job, JobKind, JobState
 from protection.connectors.lab.config import HOST_FILE, write_json_atomic
@@ -30,10 +29,10 @@ from protection.connectors.lab.guest import churn
 from protection.models import Alert, AlertKind, ProtectionGroup, RecoveryPoint, ReplicaState
 from storage.models import Datastore
 from storage.mounts import read_only
-from tests.browser.workers import WorkerCluster, queue_jobs_for_real, start_cluster
+from tests.browser.workers import WorkerCluster
 from tests.protection.conftest import ProtectedLab, restore_and_compare
 from tests.reliability.report import FaultRow, record, repetitions
-from tests.reliability.test_worker_killed import finished, wait_for
+from tests.reliability.waiting import finished, wait_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -92,22 +91,6 @@ def volume(tmp_path: Path) -> Iterator[Volume]:
         yield made
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-@pytest.fixture
-def cluster(
-    transactional_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> Iterator[WorkerCluster]:
-    queue_jobs_for_real(monkeypatch)
-    worker_cluster = start_cluster(settings.DATABASES["default"], tmp_path / "qcluster.log")
-    failed_before = request.session.testsfailed
-    try:
-        worker_cluster.wait_ready()
-        yield worker_cluster
-    finally:
-        worker_cluster.stop()
-        if request.session.testsfailed > failed_before:
-            print(worker_cluster.output())
 
 
 def test_datastore_turns_read_only_mid_backup(

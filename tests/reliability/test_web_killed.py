@@ -24,7 +24,7 @@ from protection.connectors.lab.config import HOST_FILE, write_json_atomic
 from tests.browser.workers import ROOT, database_url, queue_jobs_for_real
 from tests.protection.conftest import ProtectedLab, restore_and_compare
 from tests.reliability.report import FaultRow, record, repetitions
-from tests.reliability.test_worker_killed import finished, wait_for
+from tests.reliability.waiting import finished, wait_for
 from tests.test_serve import answers, children, free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

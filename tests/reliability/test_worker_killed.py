@@ -17,7 +17,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.conf import settings
@@ -31,6 +30,7 @@ from protection.models import Alert, AlertKind, RecoveryPoint, ReplicaState, Vir
 from tests.browser.workers import WorkerCluster, queue_jobs_for_real, start_cluster
 from tests.protection.conftest import ProtectedLab, restore_and_compare
 from tests.reliability.report import FaultRow, record, repetitions
+from tests.reliability.waiting import finished, running_cluster, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -53,33 +53,8 @@ def cluster(
         repeats=-1,
         next_run=timezone.now(),
     )
-    worker_cluster = start_cluster(settings.DATABASES["default"], tmp_path / "qcluster.log")
-    failed_before = request.session.testsfailed
-    try:
-        worker_cluster.wait_ready()
-        yield worker_cluster
-    finally:
-        worker_cluster.stop()
-        if request.session.testsfailed > failed_before:
-            print(worker_cluster.output())
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def finished(job: Job, timeout: float = 120) -> Job:
-    def done() -> Job | None:
-        job.refresh_from_db()
-        return job if job.is_finished else None
-
-    return wait_for(done, timeout, f"job #{job.pk} to finish")  # type: ignore[no-any-return]
+    with running_cluster(request, tmp_path / "qcluster.log") as started:
+        yield started
 
 
 def slow_host(lab: ProtectedLab) -> None:

@@ -14,11 +14,9 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from backupsite.core.jobs.reaper import reap_stale_jobs
@@ -27,30 +25,14 @@ from backupsite.core.models.jobs import worker_alive
 from protection.models import RecoveryPoint
 from storage.engine import SourceFile
 from storage.models import Datastore
-from tests.browser.workers import WorkerCluster, queue_jobs_for_real, start_cluster
+from tests.browser.workers import WorkerCluster
 from tests.factories import make_vm
 from tests.reliability.report import FaultRow, record, repetitions
-from tests.reliability.test_worker_killed import finished, wait_for
+from tests.reliability.waiting import finished, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 MiB = 1024 * 1024
 KILLS = repetitions(3, 15)  # per job kind
-
-
-@pytest.fixture
-def cluster(
-    transactional_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> Iterator[WorkerCluster]:
-    queue_jobs_for_real(monkeypatch)
-    worker_cluster = start_cluster(settings.DATABASES["default"], tmp_path / "qcluster.log")
-    failed_before = request.session.testsfailed
-    try:
-        worker_cluster.wait_ready()
-        yield worker_cluster
-    finally:
-        worker_cluster.stop()
-        if request.session.testsfailed > failed_before:
-            print(worker_cluster.output())
 
 
 def kill_at_random(job: Job, rng: random.Random) -> bool:

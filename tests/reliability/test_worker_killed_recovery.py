@@ -25,7 +25,7 @@ from backupsite.core.models.jobs import worker_alive
 from protection.models import Alert, AlertKind
 from recovery.itemlevel.writer import TMP_PREFIX
 from recovery.services.browse import ItemRef, volumes
-from tests.browser.workers import WorkerCluster, queue_jobs_for_real, start_cluster
+from tests.browser.workers import WorkerCluster, queue_jobs_for_real
 from tests.recovery_web.conftest import (  # noqa: F401 - fixtures
     BackedUpLab,
     backed_up_lab,
@@ -36,7 +36,7 @@ from tests.recovery_web.conftest import (  # noqa: F401 - fixtures
     protected_lab,
 )
 from tests.reliability.report import FaultRow, record, repetitions
-from tests.reliability.test_worker_killed import finished, wait_for
+from tests.reliability.waiting import finished, running_cluster, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 KILLS = repetitions(2, 10)
@@ -61,15 +61,8 @@ def cluster(
     request: pytest.FixtureRequest,
 ) -> Iterator[WorkerCluster]:
     queue_jobs_for_real(monkeypatch)
-    worker_cluster = start_cluster(settings.DATABASES["default"], tmp_path / "qcluster.log")
-    failed_before = request.session.testsfailed
-    try:
-        worker_cluster.wait_ready()
-        yield worker_cluster
-    finally:
-        worker_cluster.stop()
-        if request.session.testsfailed > failed_before:
-            print(worker_cluster.output())
+    with running_cluster(request, tmp_path / "qcluster.log") as started:
+        yield started
 
 
 def item_recovery(lab: BackedUpLab, folder: Path, items: list[ItemRef]) -> Job:
@@ -124,9 +117,13 @@ def test_worker_killed_mid_item_recovery(
         job.refresh_from_db()
         os.kill(int(job.worker.rpartition(":")[2]), signal.SIGKILL)
         killed_at = time.monotonic()
+
+        def gone(worker: str = job.worker) -> bool:
+            return worker_alive(worker) is False
+
+        wait_for(gone, 10, "the process to die")
         # The reaper, as the cluster runs it every minute (test_worker_killed.py proves the
         # schedule finds lost jobs by itself); called here to keep this test short.
-        wait_for(lambda worker=job.worker: worker_alive(worker) is False, 10, "the process to die")
         assert reap_stale_jobs() == 1
         job = finished(job, timeout=30)
         detection.append(time.monotonic() - killed_at)
